@@ -1,0 +1,16 @@
+//go:build !unix
+
+package main
+
+import (
+	"os"
+	"syscall"
+)
+
+// childProcAttr needs nothing special where there are no process groups or root.
+func childProcAttr(osUser) *syscall.SysProcAttr { return nil }
+
+// stopProcess kills the process: there is no SIGINT to send it here.
+func stopProcess(p *os.Process) {
+	p.Kill()
+}

@@ -1,0 +1,24 @@
+//go:build unix
+
+package main
+
+import (
+	"os"
+	"syscall"
+)
+
+// childProcAttr puts a database child process in a process group of its own,
+// so that a Ctrl-C in the terminal reaches taskapi alone and taskapi stops the
+// server after its own shutdown, and runs it as u when u is set.
+func childProcAttr(u osUser) *syscall.SysProcAttr {
+	attr := &syscall.SysProcAttr{Setpgid: true}
+	if u.set {
+		attr.Credential = &syscall.Credential{Uid: uint32(u.uid), Gid: uint32(u.gid)}
+	}
+	return attr
+}
+
+// stopProcess asks PostgreSQL for a fast shutdown (SIGINT).
+func stopProcess(p *os.Process) {
+	p.Signal(os.Interrupt)
+}

@@ -1,0 +1,314 @@
+// Command taskapi is the backend of a multi-user todo app: a JSON API over
+// PostgreSQL that keeps each person's tasks apart, for a frontend that signs
+// people in with Better Auth and calls it with a JWT.
+//
+// Usage:
+//
+//	taskapi                      serve the API (configured by environment variables)
+//	taskapi token [-sub ID] ...  print an HS256 token for trying the API by hand
+package main
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "taskapi:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole program: main only supplies the process's context,
+// arguments, environment and output, so that tests can supply their own.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 1 {
+		switch args[1] {
+		case "token":
+			return runToken(args[2:], getenv, stdout, stderr)
+		case "help", "-h", "-help", "--help":
+			fmt.Fprintln(stdout, usage)
+			return nil
+		default:
+			return fmt.Errorf("unknown command %q\n%s", args[1], usage)
+		}
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+
+	usingDevSecret := false
+	if cfg.DevDB {
+		pg, err := startDevPostgres(ctx, devPostgresOptions{
+			DataDir: filepath.Join(cfg.DataDir, "postgres"),
+			LogPath: filepath.Join(cfg.DataDir, "postgres.log"),
+		})
+		if err != nil {
+			return err
+		}
+		defer pg.Stop()
+		logger.Warn("DATABASE_URL is not set: using a local DEVELOPMENT database; set DATABASE_URL in production",
+			"data_dir", filepath.Join(cfg.DataDir, "postgres"), "log", filepath.Join(cfg.DataDir, "postgres.log"))
+		cfg.DB.URL = pg.URL
+		if !cfg.authConfigured() {
+			if cfg.Secret, err = devSecret(cfg.DataDir); err != nil {
+				return err
+			}
+			usingDevSecret = true
+			logger.Warn("no BETTER_AUTH_SECRET or BETTER_AUTH_URL: accepting HS256 tokens signed with a DEVELOPMENT secret",
+				"secret_file", filepath.Join(cfg.DataDir, "dev-secret"))
+		}
+	}
+
+	db, err := openDB(ctx, cfg.DB, logger)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := applySchema(ctx, db); err != nil {
+		return err
+	}
+
+	verifier := NewVerifier(cfg.verifierConfig(), logger)
+	srv := &http.Server{
+		Handler:           newServer(logger, NewStore(db, cfg.QueryTimeout), verifier, cfg.CORSOrigins),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		// Longer than the slowest honest request: a statement timeout plus
+		// a JWKS fetch.
+		WriteTimeout:   cfg.QueryTimeout + 15*time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, cfg.Port))
+	if err != nil {
+		return err
+	}
+	logger.Info("listening", "addr", ln.Addr().String())
+	if usingDevSecret {
+		token, err := mintToken(cfg.Secret, User{ID: "dev-user", Email: "dev@example.com"}, cfg.Issuer, cfg.Audience, 24*time.Hour)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "\ntaskapi is running in development mode. Try it (the token is valid for 24 hours):\n\n"+
+			"  curl -H 'Authorization: Bearer %s' http://localhost:%s/api/me/tasks\n\n"+
+			"More tokens: go run . token -sub <user id>\n\n", token, cfg.Port)
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	select {
+	case err := <-serveErr:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+	// ctx is already cancelled: shutdown gets a deadline of its own, shorter
+	// than the platform's kill timeout, to let in-flight requests finish.
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+const usage = `usage:
+  taskapi                  serve the API; configuration comes from environment variables (see README.md)
+  taskapi token [flags]    print an HS256 token signed with BETTER_AUTH_SECRET or the development secret
+                           flags: -sub ID (default dev-user), -email E, -name N, -ttl D (default 1h)`
+
+// runToken implements `taskapi token`.
+func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sub := fs.String("sub", "dev-user", "the user id (sub claim)")
+	email := fs.String("email", "", "the email claim")
+	name := fs.String("name", "", "the name claim")
+	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if !validUserID(*sub) {
+		return errors.New("-sub must be 1 to 255 characters without control characters")
+	}
+	if *ttl <= 0 {
+		return errors.New("-ttl must be positive")
+	}
+	secret := []byte(getenv("BETTER_AUTH_SECRET"))
+	if len(secret) == 0 {
+		var err error
+		if secret, err = devSecret(cmp.Or(getenv("TASKAPI_DATA_DIR"), ".data")); err != nil {
+			return err
+		}
+	}
+	token, err := mintToken(secret, User{ID: *sub, Email: *email, Name: *name},
+		getenv("JWT_ISSUER"), getenv("JWT_AUDIENCE"), *ttl)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, token)
+	return nil
+}
+
+// devSecret returns the development signing secret kept in dir, making it
+// on first use. It is only ever used with the development database.
+func devSecret(dir string) ([]byte, error) {
+	path := filepath.Join(dir, "dev-secret")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) >= 32 {
+		return []byte(strings.TrimSpace(string(b))), nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("development secret: %w", err)
+	}
+	secret := []byte(rand.Text() + rand.Text()) // 52 characters, 260 random bits
+	if err := os.WriteFile(path, append(secret, '\n'), 0o600); err != nil {
+		return nil, fmt.Errorf("development secret: %w", err)
+	}
+	return secret, nil
+}
+
+// config is everything taskapi reads from its environment.
+type config struct {
+	Host, Port  string
+	DataDir     string // where the development database and secret live
+	DevDB       bool   // no DATABASE_URL: run a development database in DataDir
+	DB          dbConfig
+	CORSOrigins []string
+	LogLevel    slog.Level
+
+	QueryTimeout    time.Duration
+	ShutdownTimeout time.Duration
+
+	Secret           []byte
+	AuthURL          string // Better Auth's base URL
+	JWKSURL          string
+	Issuer, Audience string // JWT_ISSUER and JWT_AUDIENCE as given
+}
+
+// authConfigured reports whether any way of verifying tokens was configured.
+func (c config) authConfigured() bool { return len(c.Secret) > 0 || c.JWKSURL != "" }
+
+// verifierConfig derives the token rules: the secret checks iss and aud only
+// when JWT_ISSUER and JWT_AUDIENCE say so; JWKS tokens must also carry
+// Better Auth's base URL as iss and aud unless those variables say otherwise.
+func (c config) verifierConfig() VerifierConfig {
+	vc := VerifierConfig{Secret: c.Secret, Issuer: c.Issuer, Audience: c.Audience}
+	if c.JWKSURL != "" {
+		vc.JWKSURL = c.JWKSURL
+		vc.JWKSIssuer = cmp.Or(c.Issuer, c.AuthURL)
+		vc.JWKSAudience = cmp.Or(c.Audience, c.AuthURL)
+		vc.Client = &http.Client{Timeout: 5 * time.Second}
+	}
+	return vc
+}
+
+// loadConfig reads and checks the configuration, failing with a message that
+// says what to set.
+func loadConfig(getenv func(string) string) (config, error) {
+	var errs []error
+	durationVar := func(name string, def time.Duration) time.Duration {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be a positive duration such as 5s or 10m, not %q", name, v))
+			return def
+		}
+		return d
+	}
+	intVar := func(name string, def int) int {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("%s must be a whole number of at least 1, not %q", name, v))
+			return def
+		}
+		return n
+	}
+
+	c := config{
+		Port:            cmp.Or(getenv("PORT"), "8080"),
+		DataDir:         cmp.Or(getenv("TASKAPI_DATA_DIR"), ".data"),
+		QueryTimeout:    durationVar("DB_QUERY_TIMEOUT", 5*time.Second),
+		ShutdownTimeout: durationVar("SHUTDOWN_TIMEOUT", 10*time.Second),
+		Secret:          []byte(getenv("BETTER_AUTH_SECRET")),
+		AuthURL:         strings.TrimRight(getenv("BETTER_AUTH_URL"), "/"),
+		Issuer:          getenv("JWT_ISSUER"),
+		Audience:        getenv("JWT_AUDIENCE"),
+	}
+	c.DB = dbConfig{
+		URL:             cmp.Or(getenv("DATABASE_URL"), getenv("NEON_DATABASE_URL")),
+		MaxOpenConns:    intVar("DB_MAX_CONNS", 10),
+		ConnMaxLifetime: durationVar("DB_CONN_MAX_LIFETIME", 30*time.Minute),
+		ConnMaxIdleTime: durationVar("DB_CONN_MAX_IDLE_TIME", 5*time.Minute),
+		ConnectTimeout:  5 * time.Second,
+		BootTimeout:     durationVar("DB_BOOT_TIMEOUT", 30*time.Second),
+	}
+	c.DB.MaxIdleConns = intVar("DB_MAX_IDLE_CONNS", c.DB.MaxOpenConns)
+	c.DevDB = c.DB.URL == ""
+	c.Host = getenv("HOST")
+	if c.DevDB && c.Host == "" {
+		c.Host = "127.0.0.1" // the development secret is no protection on a network
+	}
+	if n, err := strconv.Atoi(c.Port); err != nil || n < 1 || n > 65535 {
+		errs = append(errs, fmt.Errorf("PORT must be a port number, not %q", c.Port))
+	}
+
+	if len(c.Secret) > 0 && len(c.Secret) < 32 {
+		errs = append(errs, errors.New("BETTER_AUTH_SECRET must be at least 32 bytes (generate one with: openssl rand -base64 32)"))
+	}
+	c.JWKSURL = getenv("BETTER_AUTH_JWKS_URL")
+	if c.JWKSURL == "" && c.AuthURL != "" {
+		c.JWKSURL = c.AuthURL + "/api/auth/jwks"
+	}
+	for name, u := range map[string]string{"BETTER_AUTH_URL": c.AuthURL, "BETTER_AUTH_JWKS_URL": c.JWKSURL} {
+		if u != "" && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "http://") {
+			errs = append(errs, fmt.Errorf("%s must be an http:// or https:// URL, not %q", name, u))
+		}
+	}
+	if !c.DevDB && !c.authConfigured() {
+		errs = append(errs, errors.New("no way to verify tokens: set BETTER_AUTH_SECRET (HS256 tokens signed with the shared secret) "+
+			"or BETTER_AUTH_URL (tokens from Better Auth's JWT plugin, checked against its JWKS), or both"))
+	}
+
+	for _, o := range strings.Split(getenv("CORS_ORIGINS"), ",") {
+		if o = strings.TrimRight(strings.TrimSpace(o), "/"); o != "" {
+			c.CORSOrigins = append(c.CORSOrigins, o)
+		}
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(cmp.Or(getenv("LOG_LEVEL"), "info"))); err != nil {
+		errs = append(errs, fmt.Errorf("LOG_LEVEL must be debug, info, warn or error, not %q", getenv("LOG_LEVEL")))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return config{}, fmt.Errorf("configuration:\n%w", err)
+	}
+	return c, nil
+}

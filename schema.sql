@@ -1,0 +1,42 @@
+-- taskapi schema. Applied at every boot, inside one transaction that holds an
+-- advisory lock, so it must be idempotent: every statement is IF NOT EXISTS,
+-- CREATE OR REPLACE, or ADD COLUMN IF NOT EXISTS. Tables are created in the
+-- first schema of the search_path (public by default), never a named one.
+
+-- users mirrors the identity provider's users: id is the token's user id
+-- (Better Auth ids are opaque strings, not UUIDs). Rows are created and kept
+-- current from token claims by the statements that write tasks.
+CREATE TABLE IF NOT EXISTS users (
+    id         text        PRIMARY KEY CHECK (char_length(id) BETWEEN 1 AND 255),
+    email      text,
+    name       text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- taskapi_tags_valid mirrors the API's rule for one tag: 1 to 50 characters.
+-- A CHECK constraint cannot hold a subquery, so the rule lives in a function.
+CREATE OR REPLACE FUNCTION taskapi_tags_valid(tags text[]) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $$ SELECT coalesce(bool_and(t IS NOT NULL AND char_length(t) BETWEEN 1 AND 50), true) FROM unnest(tags) AS t $$;
+
+-- tasks belong to exactly one user; deleting the user deletes their tasks.
+-- The CHECK constraints mirror the API's validation, so no path can store
+-- what the API would refuse.
+CREATE TABLE IF NOT EXISTS tasks (
+    id          uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id     text        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    title       text        NOT NULL CHECK (char_length(title) BETWEEN 1 AND 200),
+    description text        CHECK (char_length(description) <= 1000),
+    completed   boolean     NOT NULL DEFAULT false,
+    priority    text        NOT NULL DEFAULT 'medium' CHECK (priority IN ('low', 'medium', 'high')),
+    due_date    timestamptz,
+    tags        text[]      NOT NULL DEFAULT '{}'
+                            CHECK (cardinality(tags) <= 20 AND taskapi_tags_valid(tags)),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Every list query is for one user; the default order is newest first.
+-- The other orders sort one user's rows, found through the same prefix.
+CREATE INDEX IF NOT EXISTS tasks_user_created_idx ON tasks (user_id, created_at, id);
