@@ -290,6 +290,7 @@ type keySet struct {
 	logger     *slog.Logger
 	minRefetch time.Duration
 	maxAge     time.Duration
+	now        func() time.Time // time.Now, but for tests
 
 	mu        sync.RWMutex // guards keys and fetchedAt
 	keys      map[string]publicKey
@@ -301,7 +302,7 @@ type keySet struct {
 }
 
 func newKeySet(url string, client *http.Client, logger *slog.Logger) *keySet {
-	return &keySet{url: url, client: client, logger: logger, minRefetch: 30 * time.Second, maxAge: time.Hour}
+	return &keySet{url: url, client: client, logger: logger, minRefetch: 30 * time.Second, maxAge: time.Hour, now: time.Now}
 }
 
 // cached returns the key for kid and whether the set is younger than maxAge.
@@ -309,7 +310,7 @@ func (ks *keySet) cached(kid string) (publicKey, bool, bool) {
 	ks.mu.RLock()
 	defer ks.mu.RUnlock()
 	k, ok := ks.keys[kid]
-	return k, ok, time.Since(ks.fetchedAt) < ks.maxAge
+	return k, ok, ks.now().Sub(ks.fetchedAt) < ks.maxAge
 }
 
 // lookup returns the key for kid, fetching the set when kid is unknown or the
@@ -324,8 +325,8 @@ func (ks *keySet) lookup(ctx context.Context, kid string) (publicKey, error) {
 	if k, ok, fresh := ks.cached(kid); ok && fresh { // fetched while we waited
 		return k, nil
 	}
-	if time.Since(ks.lastAttempt) >= ks.minRefetch {
-		ks.lastAttempt = time.Now()
+	if ks.now().Sub(ks.lastAttempt) >= ks.minRefetch {
+		ks.lastAttempt = ks.now()
 		ks.lastErr = ks.fetch(ctx)
 		if ks.lastErr != nil {
 			ks.logger.Error("fetch JWKS", "url", ks.url, "err", ks.lastErr)
@@ -377,7 +378,7 @@ func (ks *keySet) fetch(ctx context.Context) error {
 		return fmt.Errorf("JWKS at %s holds no usable key", ks.url)
 	}
 	ks.mu.Lock()
-	ks.keys, ks.fetchedAt = keys, time.Now()
+	ks.keys, ks.fetchedAt = keys, ks.now()
 	ks.mu.Unlock()
 	return nil
 }

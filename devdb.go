@@ -175,10 +175,10 @@ func findPostgresBin() (string, error) {
 	}
 	var dirs []string
 	for _, pattern := range []string{
-		"/usr/lib/postgresql/*/bin",           // Debian, Ubuntu
-		"/usr/pgsql-*/bin",                    // RHEL, Fedora (PGDG)
-		"/opt/homebrew/opt/postgresql*/bin",   // Homebrew, Apple silicon
-		"/usr/local/opt/postgresql*/bin",      // Homebrew, Intel
+		"/usr/lib/postgresql/*/bin",         // Debian, Ubuntu
+		"/usr/pgsql-*/bin",                  // RHEL, Fedora (PGDG)
+		"/opt/homebrew/opt/postgresql*/bin", // Homebrew, Apple silicon
+		"/usr/local/opt/postgresql*/bin",    // Homebrew, Intel
 		"/Applications/Postgres.app/Contents/Versions/*/bin",
 	} {
 		matches, _ := filepath.Glob(pattern)
