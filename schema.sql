@@ -2,6 +2,11 @@
 -- advisory lock, so it must be idempotent: every statement is IF NOT EXISTS,
 -- CREATE OR REPLACE, or ADD COLUMN IF NOT EXISTS. Tables are created in the
 -- first schema of the search_path (public by default), never a named one.
+--
+-- To change the schema in a later release, append statements that upgrade a
+-- database made by an earlier one in place (ALTER TABLE ... ADD COLUMN IF NOT
+-- EXISTS ..., CREATE INDEX IF NOT EXISTS ...); never edit a CREATE TABLE
+-- below, since it does nothing to a table that already exists.
 
 -- users mirrors the identity provider's users: id is the token's user id
 -- (Better Auth ids are opaque strings, not UUIDs). Rows are created and kept
