@@ -112,8 +112,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		fmt.Fprintf(stderr, "\ntaskapi is running in development mode. Try it (the token is valid for 24 hours):\n\n"+
-			"  curl -H 'Authorization: Bearer %s' http://localhost:%s/api/me/tasks\n\n"+
-			"More tokens: go run . token -sub <user id>\n\n", token, cfg.Port)
+			"  curl -H 'Authorization: Bearer %s' http://localhost:%d/api/me/tasks\n\n"+
+			"More tokens: go run . token -sub <user id>\n\n", token, ln.Addr().(*net.TCPAddr).Port)
 	}
 
 	serveErr := make(chan error, 1)
@@ -278,7 +278,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.DevDB && c.Host == "" {
 		c.Host = "127.0.0.1" // the development secret is no protection on a network
 	}
-	if n, err := strconv.Atoi(c.Port); err != nil || n < 1 || n > 65535 {
+	if n, err := strconv.Atoi(c.Port); err != nil || n < 0 || n > 65535 { // 0: any free port
 		errs = append(errs, fmt.Errorf("PORT must be a port number, not %q", c.Port))
 	}
 

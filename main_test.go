@@ -250,3 +250,195 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// startRun runs the program with env until the test ends, and returns the
+// address it listens on and its output.
+func startRun(t *testing.T, env map[string]string) (addr string, stdout, stderr *syncBuffer, stop func() error) {
+	t.Helper()
+	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	var runErr error
+	finished := make(chan struct{})
+	go func() {
+		runErr = run(ctx, []string{"taskapi"}, func(k string) string { return env[k] }, stdout, stderr)
+		close(finished)
+	}()
+	stop = func() error {
+		cancel()
+		select {
+		case <-finished:
+			return runErr
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("run did not return 30 s after its context was cancelled")
+		}
+	}
+	t.Cleanup(func() { stop() })
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, line := range strings.Split(stdout.String(), "\n") {
+			var entry struct{ Msg, Addr string }
+			if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "listening" {
+				return entry.Addr, stdout, stderr, stop
+			}
+		}
+		select {
+		case <-finished:
+			t.Fatalf("run returned before listening: %v\nstdout: %s\nstderr: %s", runErr, stdout, stderr)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("run is not listening after 60 s\nstdout: %s\nstderr: %s", stdout, stderr)
+	return
+}
+
+func TestRunServesAndStops(t *testing.T) {
+	t.Parallel()
+	_, url := newTestDB(t)
+	addr, stdout, _, stop := startRun(t, map[string]string{
+		"DATABASE_URL": url, "BETTER_AUTH_SECRET": string(testSecret), "PORT": "0", "HOST": "127.0.0.1",
+	})
+	tok, err := mintToken(testSecret, User{ID: "runner"}, "", "", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", "http://"+addr+"/api/me/tasks", strings.NewReader(`{"title":"through run"}`))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		t.Errorf("create through run: %d", resp.StatusCode)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("run returned %v after a clean shutdown", err)
+	}
+	if !strings.Contains(stdout.String(), `"msg":"stopped"`) {
+		t.Errorf("no shutdown in the log:\n%s", stdout)
+	}
+	if _, err := http.Get("http://" + addr + "/healthz"); err == nil {
+		t.Error("still serving after shutdown")
+	}
+}
+
+func TestRunDevelopmentDatabase(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if os.Geteuid() == 0 {
+		// The server will run as another user, who must be able to reach
+		// the data directory; the test's temporary directories are 0700.
+		for _, d := range []string{filepath.Dir(dir), dir} {
+			if err := os.Chmod(d, 0o711); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	dataDir := filepath.Join(dir, ".data")
+	env := map[string]string{"TASKAPI_DATA_DIR": dataDir, "PORT": "0"}
+
+	addr, stdout, stderr, stop := startRun(t, env)
+	if !strings.Contains(stdout.String(), "DEVELOPMENT database") {
+		t.Errorf("the log does not say this is a development database:\n%s", stdout)
+	}
+	if !strings.HasPrefix(addr, "127.0.0.1:") {
+		t.Errorf("development mode listens on %s, want loopback only", addr)
+	}
+	// The printed curl line works as it is.
+	line := stderr.String()
+	start := strings.Index(line, "Bearer ")
+	if start < 0 {
+		t.Fatalf("no curl line with a token:\n%s", line)
+	}
+	tok := strings.Fields(line[start+len("Bearer "):])[0]
+	tok = strings.TrimSuffix(tok, "'")
+	req, _ := http.NewRequest("POST", "http://"+addr+"/api/me/tasks", strings.NewReader(`{"title":"survives a restart"}`))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		t.Fatalf("create with the printed token: %d", resp.StatusCode)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "postgres", "postmaster.pid")); !os.IsNotExist(err) {
+		t.Errorf("the development server is still running after taskapi stopped (postmaster.pid: %v)", err)
+	}
+
+	// Second start: same data, same secret, so the same token still works.
+	addr, _, _, stop = startRun(t, env)
+	req, _ = http.NewRequest("GET", "http://"+addr+"/api/me/tasks", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tasks []Task
+	json.NewDecoder(resp.Body).Decode(&tasks)
+	resp.Body.Close()
+	if len(tasks) != 1 || tasks[0].Title != "survives a restart" {
+		t.Errorf("after a restart: %+v", tasks)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoadConfig(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{"DATABASE_URL": "postgres://db.example.com/app", "BETTER_AUTH_SECRET": string(testSecret)}
+	with := func(k, v string) map[string]string {
+		env := map[string]string{}
+		for key, val := range base {
+			env[key] = val
+		}
+		env[k] = v
+		return env
+	}
+	for _, tc := range []struct {
+		name    string
+		env     map[string]string
+		wantErr string
+	}{
+		{"secret mode", base, ""},
+		{"no auth outside development", with("BETTER_AUTH_SECRET", ""), "no way to verify tokens"},
+		{"short secret", with("BETTER_AUTH_SECRET", "short"), "at least 32 bytes"},
+		{"JWKS mode", map[string]string{"DATABASE_URL": "postgres://x/y", "BETTER_AUTH_URL": "https://auth.example.com/"}, ""},
+		{"bad auth URL", with("BETTER_AUTH_URL", "auth.example.com"), "BETTER_AUTH_URL must be"},
+		{"bad port", with("PORT", "http"), "PORT"},
+		{"bad duration", with("DB_QUERY_TIMEOUT", "5"), "DB_QUERY_TIMEOUT"},
+		{"bad pool size", with("DB_MAX_CONNS", "0"), "DB_MAX_CONNS"},
+		{"bad log level", with("LOG_LEVEL", "loud"), "LOG_LEVEL"},
+		{"Neon's variable name", map[string]string{"NEON_DATABASE_URL": "postgres://n/db", "BETTER_AUTH_SECRET": string(testSecret)}, ""},
+	} {
+		cfg, err := loadConfig(func(k string) string { return tc.env[k] })
+		if tc.wantErr == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+			}
+			if cfg.DevDB || cfg.Host != "" {
+				t.Errorf("%s: DevDB %v, Host %q; want a production config on all interfaces", tc.name, cfg.DevDB, cfg.Host)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("%s: err = %v, want it to mention %q", tc.name, err, tc.wantErr)
+		}
+	}
+
+	cfg, err := loadConfig(func(k string) string {
+		return map[string]string{"DATABASE_URL": "postgres://x/y", "BETTER_AUTH_URL": "https://auth.example.com/"}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vc := cfg.verifierConfig()
+	if vc.JWKSURL != "https://auth.example.com/api/auth/jwks" || vc.JWKSIssuer != "https://auth.example.com" ||
+		vc.JWKSAudience != "https://auth.example.com" || vc.Issuer != "" || len(vc.Secret) != 0 {
+		t.Errorf("JWKS mode from BETTER_AUTH_URL: %+v", vc)
+	}
+}
