@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +16,7 @@ import (
 	"net/url"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -23,15 +27,20 @@ const maxBodyBytes = 64 << 10
 
 // newServer returns the whole HTTP API: the route table, each route's own
 // middleware, and the middleware every request passes through.
-func newServer(logger *slog.Logger, store *Store, verifier *Verifier, corsOrigins []string) http.Handler {
+func newServer(logger *slog.Logger, store *Store, verifier *Verifier, cursors cursorCodec, corsOrigins []string) http.Handler {
 	mux := http.NewServeMux()
 	auth := requireUser(verifier, logger)
 
 	mux.Handle("GET /healthz", handleHealthz())
 	mux.Handle("GET /readyz", handleReadyz(logger, store))
 
-	mux.Handle("GET /api/{user_id}/tasks", auth(handleTaskList(logger, store)))
+	mux.Handle("GET /api/me", auth(handleAccountGet(logger, store)))
+	mux.Handle("DELETE /api/me", auth(handleAccountDelete(logger, store)))
+
+	mux.Handle("GET /api/{user_id}/tasks", auth(handleTaskList(logger, store, cursors)))
 	mux.Handle("POST /api/{user_id}/tasks", auth(handleTaskCreate(logger, store)))
+	mux.Handle("DELETE /api/{user_id}/tasks", auth(handleTaskDeleteCompleted(logger, store)))
+	mux.Handle("GET /api/{user_id}/tasks/stats", auth(handleTaskStats(logger, store)))
 	mux.Handle("GET /api/{user_id}/tasks/{id}", auth(handleTaskGet(logger, store)))
 	mux.Handle("PUT /api/{user_id}/tasks/{id}", auth(handleTaskUpdate(logger, store)))
 	mux.Handle("PATCH /api/{user_id}/tasks/{id}", auth(handleTaskUpdate(logger, store)))
@@ -69,30 +78,65 @@ func handleReadyz(logger *slog.Logger, store *Store) http.Handler {
 	})
 }
 
-// handleTaskList answers GET /api/{user_id}/tasks with the caller's tasks.
-// Query parameters: status=all|pending|completed (default all),
-// sort=created|updated|title|due_date|priority (default created) and
-// order=asc|desc (default desc for created and updated, asc otherwise).
-func handleTaskList(logger *slog.Logger, store *Store) http.Handler {
+// handleTaskList answers GET /api/{user_id}/tasks with a page of the
+// caller's tasks: a JSON array, and, when there are more, a Link header with
+// rel="next" whose URL fetches the next page. See parseListOptions for the
+// query parameters.
+func handleTaskList(logger *slog.Logger, store *Store, cursors cursorCodec) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		opts, err := parseListOptions(r.URL.Query())
+		u := userFrom(r.Context())
+		q := r.URL.Query()
+		opts, err := parseListOptions(q)
 		if err != nil {
 			writeError(w, r, logger, err)
 			return
 		}
-		tasks, err := store.ListTasks(r.Context(), userFrom(r.Context()).ID, opts)
+		scope := listScope(opts)
+		if c := q.Get("cursor"); c != "" {
+			pos, err := cursors.decode(u.ID, scope, c)
+			if err != nil {
+				writeError(w, r, logger, err)
+				return
+			}
+			opts.After = &pos
+		}
+		limit := opts.Limit
+		opts.Limit++ // one more than asked tells whether a next page exists
+		tasks, err := store.ListTasks(r.Context(), u.ID, opts)
 		if err != nil {
 			writeError(w, r, logger, err)
 			return
+		}
+		if len(tasks) > limit {
+			tasks = tasks[:limit]
+			last := tasks[limit-1]
+			q.Set("cursor", cursors.encode(u.ID, scope, Position{Key: SortKey(opts.Sort, opts.Desc, last), ID: last.ID}))
+			w.Header().Set("Link", "<"+r.URL.EscapedPath()+"?"+q.Encode()+`>; rel="next"`)
 		}
 		writeJSON(w, http.StatusOK, tasks)
 	})
 }
 
-// parseListOptions reads the list query parameters, naming the first one
-// that has a value it does not know.
+// Limits of the list query parameters.
+const (
+	defaultLimit = 100
+	maxLimit     = 500
+	maxQuery     = 200
+)
+
+// parseListOptions reads the list query parameters, naming the one that has a
+// value it cannot use:
+//
+//	status=all|pending|completed  sort=created|updated|title|due_date|priority
+//	order=asc|desc                limit=1..500 (default 100)
+//	q=text                        priority=low|medium|high
+//	tag=t (repeatable)            due_before=, due_after= (RFC 3339)
+//	overdue=true|false
+//
+// The default order is newest first for created and updated, ascending
+// otherwise. The cursor parameter is read by the caller.
 func parseListOptions(q url.Values) (ListOptions, error) {
-	opts := ListOptions{Sort: "created"}
+	opts := ListOptions{Sort: "created", Limit: defaultLimit}
 	switch status := q.Get("status"); status {
 	case "", "all":
 	case "pending", "completed":
@@ -102,7 +146,7 @@ func parseListOptions(q url.Values) (ListOptions, error) {
 		return ListOptions{}, badRequest("status must be all, pending or completed")
 	}
 	if s := q.Get("sort"); s != "" {
-		if _, ok := listOrders[s]; !ok {
+		if _, ok := listSorts[s]; !ok {
 			return ListOptions{}, badRequest("sort must be created, updated, title, due_date or priority")
 		}
 		opts.Sort = s
@@ -115,13 +159,149 @@ func parseListOptions(q url.Values) (ListOptions, error) {
 	default:
 		return ListOptions{}, badRequest("order must be asc or desc")
 	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxLimit {
+			return ListOptions{}, badRequest("limit must be a whole number from 1 to %d", maxLimit)
+		}
+		opts.Limit = n
+	}
+	if v := q.Get("q"); v != "" {
+		if !utf8.ValidString(v) || strings.ContainsRune(v, 0) || utf8.RuneCountInString(v) > maxQuery {
+			return ListOptions{}, badRequest("q must be text of at most %d characters", maxQuery)
+		}
+		opts.Query = v
+	}
+	if v := q.Get("priority"); v != "" {
+		if !slices.Contains(priorities, v) {
+			return ListOptions{}, badRequest("priority must be low, medium or high")
+		}
+		opts.Priority = v
+	}
+	for _, tag := range q["tag"] {
+		tag = strings.TrimSpace(tag)
+		if tag == "" || !utf8.ValidString(tag) || strings.ContainsRune(tag, 0) || utf8.RuneCountInString(tag) > maxTag {
+			return ListOptions{}, badRequest("tag must be 1 to %d characters", maxTag)
+		}
+		if !slices.Contains(opts.Tags, tag) {
+			opts.Tags = append(opts.Tags, tag)
+		}
+	}
+	for _, p := range []struct {
+		name string
+		dst  **time.Time
+	}{{"due_before", &opts.DueBefore}, {"due_after", &opts.DueAfter}} {
+		if v := q.Get(p.name); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				return ListOptions{}, badRequest("%s must be an RFC 3339 timestamp, such as 2026-12-31T00:00:00Z", p.name)
+			}
+			t = t.UTC()
+			*p.dst = &t
+		}
+	}
+	switch v := q.Get("overdue"); v {
+	case "":
+	case "true", "false":
+		overdue := v == "true"
+		opts.Overdue = &overdue
+	default:
+		return ListOptions{}, badRequest("overdue must be true or false")
+	}
 	return opts, nil
 }
 
+// listScope describes what a list selects and in which order, but not where
+// a page starts or how long it is. A cursor is only valid within its scope.
+func listScope(opts ListOptions) string {
+	opts.Limit, opts.After = 0, nil
+	b, _ := json.Marshal(opts) // plain data: cannot fail
+	return string(b)
+}
+
+// cursorCodec makes and checks the opaque cursors of list pages. A cursor
+// holds the position of the last task of a page and an HMAC over it, the
+// user and the list's scope, so a cursor that was altered, or made for
+// another user or another query, is refused.
+type cursorCodec struct {
+	key []byte
+}
+
+var errBadCursor = badRequestError("cursor is not valid for this list; start again without it")
+
+func (c cursorCodec) mac(userID, scope, payload string) []byte {
+	m := hmac.New(sha256.New, c.key)
+	for _, part := range []string{userID, scope, payload} {
+		m.Write([]byte(part))
+		m.Write([]byte{0})
+	}
+	return m.Sum(nil)[:16]
+}
+
+func (c cursorCodec) encode(userID, scope string, p Position) string {
+	payload := p.Key + "\x00" + p.ID
+	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." +
+		base64.RawURLEncoding.EncodeToString(c.mac(userID, scope, payload))
+}
+
+func (c cursorCodec) decode(userID, scope, cursor string) (Position, error) {
+	rawPayload, rawMAC, ok := strings.Cut(cursor, ".")
+	if !ok || len(cursor) > 2048 {
+		return Position{}, errBadCursor
+	}
+	payload, err1 := base64.RawURLEncoding.DecodeString(rawPayload)
+	mac, err2 := base64.RawURLEncoding.DecodeString(rawMAC)
+	if err1 != nil || err2 != nil || !hmac.Equal(mac, c.mac(userID, scope, string(payload))) {
+		return Position{}, errBadCursor
+	}
+	key, id, ok := strings.Cut(string(payload), "\x00")
+	if !ok {
+		return Position{}, errBadCursor
+	}
+	return Position{Key: key, ID: id}, nil
+}
+
+// handleTaskStats answers GET /api/{user_id}/tasks/stats with the caller's
+// task counts.
+func handleTaskStats(logger *slog.Logger, store *Store) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st, err := store.Stats(r.Context(), userFrom(r.Context()).ID)
+		if err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	})
+}
+
+// handleTaskDeleteCompleted answers DELETE /api/{user_id}/tasks?status=completed
+// by deleting the caller's completed tasks, with {"deleted": n}. Every other
+// form is refused, so that no list is wiped by accident.
+func handleTaskDeleteCompleted(logger *slog.Logger, store *Store) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if q := r.URL.Query(); len(q) != 1 || len(q["status"]) != 1 || q.Get("status") != "completed" {
+			writeError(w, r, logger, badRequest("only completed tasks can be deleted in bulk: DELETE ...?status=completed"))
+			return
+		}
+		n, err := store.DeleteCompleted(r.Context(), userFrom(r.Context()).ID)
+		if err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]int64{"deleted": n})
+	})
+}
+
 // handleTaskCreate answers POST /api/{user_id}/tasks: 201 with the new task
-// and its Location.
+// and its Location. With an Idempotency-Key header, a retry of the same
+// request gets the same answer and creates nothing.
 func handleTaskCreate(logger *slog.Logger, store *Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key, hasKey := r.Header.Get("Idempotency-Key"), len(r.Header.Values("Idempotency-Key")) > 0
+		if hasKey && !validIdempotencyKey(key) {
+			writeError(w, r, logger, badRequest("Idempotency-Key must be 1 to 255 visible ASCII characters"))
+			return
+		}
 		var req taskRequest
 		if err := decodeJSON(w, r, &req); err != nil {
 			writeError(w, r, logger, err)
@@ -133,17 +313,42 @@ func handleTaskCreate(logger *slog.Logger, store *Store) http.Handler {
 			return
 		}
 		u := userFrom(r.Context())
-		task, err := store.CreateTask(r.Context(), u, in)
+		var (
+			task     Task
+			replayed bool
+		)
+		if hasKey {
+			task, replayed, err = store.CreateTaskOnce(r.Context(), u, key, in)
+		} else {
+			task, err = store.CreateTask(r.Context(), u, in)
+		}
 		if err != nil {
 			writeError(w, r, logger, err)
 			return
 		}
+		if replayed {
+			w.Header().Set("Idempotent-Replayed", "true")
+		}
 		w.Header().Set("Location", "/api/"+url.PathEscape(u.ID)+"/tasks/"+task.ID)
-		writeJSON(w, http.StatusCreated, task)
+		writeTask(w, http.StatusCreated, task)
 	})
 }
 
-// handleTaskGet answers GET /api/{user_id}/tasks/{id}.
+// validIdempotencyKey accepts 1 to 255 visible ASCII characters.
+func validIdempotencyKey(key string) bool {
+	if key == "" || len(key) > 255 {
+		return false
+	}
+	for _, c := range []byte(key) {
+		if c < 0x21 || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// handleTaskGet answers GET /api/{user_id}/tasks/{id}, or 304 when
+// If-None-Match names the task's current ETag.
 func handleTaskGet(logger *slog.Logger, store *Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		task, err := store.GetTask(r.Context(), userFrom(r.Context()).ID, r.PathValue("id"))
@@ -151,15 +356,26 @@ func handleTaskGet(logger *slog.Logger, store *Store) http.Handler {
 			writeError(w, r, logger, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, task)
+		if inm := r.Header.Get("If-None-Match"); inm != "" && noneMatchHits(inm, task.Version) {
+			w.Header().Set("ETag", etag(task))
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		writeTask(w, http.StatusOK, task)
 	})
 }
 
 // handleTaskUpdate answers PUT and PATCH /api/{user_id}/tasks/{id}, both a
 // partial update: members present in the body change, absent ones stay, and
-// null clears description or due_date.
+// null clears description or due_date. With If-Match the update happens only
+// if the task is unchanged since; otherwise 412.
 func handleTaskUpdate(logger *slog.Logger, store *Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ifMatch, err := parseIfMatch(r.Header.Values("If-Match"))
+		if err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
 		var req taskRequest
 		if err := decodeJSON(w, r, &req); err != nil {
 			writeError(w, r, logger, err)
@@ -170,20 +386,25 @@ func handleTaskUpdate(logger *slog.Logger, store *Store) http.Handler {
 			writeError(w, r, logger, err)
 			return
 		}
-		task, err := store.UpdateTask(r.Context(), userFrom(r.Context()), r.PathValue("id"), patch)
+		task, err := store.UpdateTask(r.Context(), userFrom(r.Context()), r.PathValue("id"), patch, ifMatch)
 		if err != nil {
-			writeError(w, r, logger, err)
+			writeWriteError(w, r, logger, task, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, task)
+		writeTask(w, http.StatusOK, task)
 	})
 }
 
 // handleTaskComplete answers PATCH /api/{user_id}/tasks/{id}/complete. With
 // no body it toggles completed; with {"completed": bool} it sets it, which
-// is safe to retry.
+// is safe to retry. If-Match works as for updates.
 func handleTaskComplete(logger *slog.Logger, store *Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ifMatch, err := parseIfMatch(r.Header.Values("If-Match"))
+		if err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
 		var completed *bool // nil toggles
 		body, err := readBody(w, r)
 		if err != nil {
@@ -198,34 +419,138 @@ func handleTaskComplete(logger *slog.Logger, store *Store) http.Handler {
 				writeError(w, r, logger, err)
 				return
 			}
-			var errs fieldErrors
 			if !req.Completed.Set || req.Completed.Null || req.Completed.Invalid {
-				errs.add("completed", "must be true or false (or send no body to toggle)")
-			}
-			if err := errs.err(); err != nil {
-				writeError(w, r, logger, err)
+				writeError(w, r, logger, fieldErrors{{"completed", "must be true or false (or send no body to toggle)"}})
 				return
 			}
 			completed = &req.Completed.Value
 		}
-		task, err := store.SetCompleted(r.Context(), userFrom(r.Context()), r.PathValue("id"), completed)
+		task, err := store.SetCompleted(r.Context(), userFrom(r.Context()), r.PathValue("id"), completed, ifMatch)
 		if err != nil {
-			writeError(w, r, logger, err)
+			writeWriteError(w, r, logger, task, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, task)
+		writeTask(w, http.StatusOK, task)
 	})
 }
 
 // handleTaskDelete answers DELETE /api/{user_id}/tasks/{id} with 204.
+// If-Match works as for updates.
 func handleTaskDelete(logger *slog.Logger, store *Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := store.DeleteTask(r.Context(), userFrom(r.Context()).ID, r.PathValue("id")); err != nil {
+		ifMatch, err := parseIfMatch(r.Header.Values("If-Match"))
+		if err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
+		if current, err := store.DeleteTask(r.Context(), userFrom(r.Context()).ID, r.PathValue("id"), ifMatch); err != nil {
+			writeWriteError(w, r, logger, current, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+// writeWriteError answers a failed write; a 412 carries the ETag of the
+// task as it now is, so the client can fetch it and decide.
+func writeWriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, current Task, err error) {
+	if errors.Is(err, ErrStale) {
+		w.Header().Set("ETag", etag(current))
+	}
+	writeError(w, r, logger, err)
+}
+
+// handleAccountGet answers GET /api/me with the caller's profile and task counts.
+func handleAccountGet(logger *slog.Logger, store *Store) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a, err := store.Account(r.Context(), userFrom(r.Context()))
+		if err != nil {
+			writeError(w, r, logger, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, a)
+	})
+}
+
+// handleAccountDelete answers DELETE /api/me by erasing the caller and all
+// their tasks, with 204. A later request with a still-valid token finds an
+// empty account.
+func handleAccountDelete(logger *slog.Logger, store *Store) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := store.DeleteAccount(r.Context(), userFrom(r.Context()).ID); err != nil {
 			writeError(w, r, logger, err)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+}
+
+// etag is the strong entity tag of a task: its version, quoted.
+func etag(t Task) string {
+	return `"` + strconv.FormatInt(t.Version, 10) + `"`
+}
+
+// parseIfMatch reads If-Match headers (RFC 9110, section 13.1.1) into the
+// versions they accept: nil for none or "*", which put no condition on the
+// write (a missing task is a 404 either way). Weak tags never match, by the
+// strong comparison If-Match requires, and neither do tags that are not
+// versions, so a list of only those accepts nothing: 412.
+func parseIfMatch(values []string) ([]int64, error) {
+	if len(values) == 0 {
+		return nil, nil
+	}
+	accepted := []int64{}
+	for _, tag := range splitETags(values) {
+		switch {
+		case tag == "*":
+			return nil, nil
+		case strings.HasPrefix(tag, "W/") && isQuoted(tag[2:]):
+			// weak: never matches
+		case isQuoted(tag):
+			if v, err := strconv.ParseInt(tag[1:len(tag)-1], 10, 64); err == nil {
+				accepted = append(accepted, v)
+			}
+		default:
+			return nil, badRequest(`If-Match must be "*" or entity tags such as "3" (with the quotes)`)
+		}
+	}
+	return accepted, nil
+}
+
+// noneMatchHits reports whether an If-None-Match header names version, by
+// the weak comparison it calls for, or is "*".
+func noneMatchHits(header string, version int64) bool {
+	want := strconv.FormatInt(version, 10)
+	for _, tag := range splitETags([]string{header}) {
+		tag = strings.TrimPrefix(tag, "W/")
+		if tag == "*" || isQuoted(tag) && tag[1:len(tag)-1] == want {
+			return true
+		}
+	}
+	return false
+}
+
+// splitETags splits comma-separated entity tags.
+func splitETags(values []string) []string {
+	var tags []string
+	for _, v := range values {
+		for _, tag := range strings.Split(v, ",") {
+			if tag = strings.TrimSpace(tag); tag != "" {
+				tags = append(tags, tag)
+			}
+		}
+	}
+	return tags
+}
+
+func isQuoted(s string) bool {
+	return len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"'
+}
+
+// writeTask writes a task with its ETag.
+func writeTask(w http.ResponseWriter, status int, t Task) {
+	w.Header().Set("ETag", etag(t))
+	writeJSON(w, status, t)
 }
 
 // field is one member of a JSON request body. It records whether the member
@@ -525,6 +850,10 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 		p.Status, p.Detail = http.StatusForbidden, "the path names another user; use your own user id or \"me\""
 	case errors.Is(err, ErrNotFound):
 		p.Status, p.Detail = http.StatusNotFound, "no task with that id"
+	case errors.Is(err, ErrStale):
+		p.Status, p.Detail = http.StatusPreconditionFailed, "the task has changed since the ETag in If-Match; fetch it again"
+	case errors.Is(err, ErrKeyReused):
+		p.Status, p.Detail = http.StatusUnprocessableEntity, "this Idempotency-Key was already used with a different request"
 	case errors.Is(err, errTooLarge):
 		p.Status, p.Detail = http.StatusRequestEntityTooLarge, err.Error()
 	case errors.As(err, &badRequest):
@@ -624,7 +953,7 @@ func cors(next http.Handler, origins []string) http.Handler {
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
-		h.Set("Access-Control-Expose-Headers", "Location, ETag, Link, Retry-After, X-Request-ID")
+		h.Set("Access-Control-Expose-Headers", "Location, ETag, Link, Retry-After, X-Request-ID, Idempotent-Replayed")
 		next.ServeHTTP(w, r)
 	})
 }

@@ -89,9 +89,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
+	cursorKey, err := serverKey(ctx, db, "cursor")
+	if err != nil {
+		return err
+	}
 	verifier := NewVerifier(cfg.verifierConfig(), logger)
 	srv := &http.Server{
-		Handler:           newServer(logger, NewStore(db, cfg.QueryTimeout), verifier, cfg.CORSOrigins),
+		Handler:           newServer(logger, NewStore(db, cfg.QueryTimeout), verifier, cursorCodec{cursorKey}, cfg.CORSOrigins),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		// Longer than the slowest honest request: a statement timeout plus

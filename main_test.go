@@ -135,7 +135,7 @@ func newTestEnv(t *testing.T, cfg *VerifierConfig) *testEnv {
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	store := NewStore(db, 5*time.Second)
 	verifier := NewVerifier(*cfg, logger)
-	srv := httptest.NewServer(newServer(logger, store, verifier, []string{"https://app.example.com"}))
+	srv := httptest.NewServer(newServer(logger, store, verifier, cursorCodec{[]byte("test cursor key")}, []string{"https://app.example.com"}))
 	t.Cleanup(srv.Close)
 	return &testEnv{t: t, srv: srv, db: db, store: store, verifier: verifier, logs: logs, secret: cfg.Secret}
 }

@@ -45,3 +45,39 @@ CREATE TABLE IF NOT EXISTS tasks (
 -- Every list query is for one user; the default order is newest first.
 -- The other orders sort one user's rows, found through the same prefix.
 CREATE INDEX IF NOT EXISTS tasks_user_created_idx ON tasks (user_id, created_at, id);
+
+-- Upgrades: everything below was added after the tables above were first
+-- created, and brings an existing database up to date in place.
+
+-- version counts the changes to a task; it is the task's ETag.
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS version bigint NOT NULL DEFAULT 1;
+
+-- One index per sort order, each led by user_id, so that every page of every
+-- list is one index range scan. Tasks without a due date sort last in both
+-- directions, hence one index per direction for due_date.
+CREATE INDEX IF NOT EXISTS tasks_user_updated_idx ON tasks (user_id, updated_at, id);
+CREATE INDEX IF NOT EXISTS tasks_user_title_idx ON tasks (user_id, title, id);
+CREATE INDEX IF NOT EXISTS tasks_user_due_asc_idx ON tasks (user_id, (coalesce(due_date, 'infinity'::timestamptz)), id);
+CREATE INDEX IF NOT EXISTS tasks_user_due_desc_idx ON tasks (user_id, (coalesce(due_date, '-infinity'::timestamptz)), id);
+CREATE INDEX IF NOT EXISTS tasks_user_priority_idx ON tasks (user_id, (CASE priority WHEN 'low' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END), id);
+
+-- idempotency_keys remembers each create made with an Idempotency-Key for
+-- 24 hours: the request (normalized, to compare a retry with) and the task it
+-- made. The task's created_at is the row's created_at: both are the time of
+-- the one transaction that wrote them.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    user_id    text        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    key        text        NOT NULL CHECK (char_length(key) BETWEEN 1 AND 255),
+    task_id    uuid        NOT NULL,
+    request    text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, key)
+);
+
+-- server_keys holds secrets shared by every instance, made on first boot:
+-- "cursor" signs the list cursors, so that a cursor from one instance works
+-- on all of them and across restarts.
+CREATE TABLE IF NOT EXISTS server_keys (
+    name text  PRIMARY KEY,
+    key  bytea NOT NULL
+);

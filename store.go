@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"database/sql"
 	"database/sql/driver"
 	_ "embed"
@@ -11,8 +13,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -37,6 +42,12 @@ var (
 	// ErrRejected means the database refused a value through a constraint
 	// the handlers' validation should already have enforced.
 	ErrRejected = errors.New("value rejected by the database")
+	// ErrStale means an If-Match precondition failed: the task has changed
+	// since the caller read it. The method returns the current task with it.
+	ErrStale = errors.New("the task has changed")
+	// ErrKeyReused means an Idempotency-Key was used before with another
+	// request.
+	ErrKeyReused = errors.New("idempotency key already used for a different request")
 )
 
 // Priorities in ascending order. The API and the schema accept only these.
@@ -54,6 +65,9 @@ type Task struct {
 	Tags        []string   `json:"tags"`
 	CreatedAt   time.Time  `json:"created_at"`
 	UpdatedAt   time.Time  `json:"updated_at"`
+	// Version counts the task's changes, starting at 1. The task's ETag is
+	// the version in quotes.
+	Version int64 `json:"version"`
 }
 
 // User is the identity a request acts for, taken from its token. Email and
@@ -66,12 +80,12 @@ type User struct {
 
 // NewTask holds the validated fields of a task to create.
 type NewTask struct {
-	Title       string
-	Description *string
-	Completed   bool
-	Priority    string
-	DueDate     *time.Time
-	Tags        []string
+	Title       string     `json:"title"`
+	Description *string    `json:"description"`
+	Completed   bool       `json:"completed"`
+	Priority    string     `json:"priority"`
+	DueDate     *time.Time `json:"due_date"`
+	Tags        []string   `json:"tags"`
 }
 
 // TaskPatch holds the validated fields of a partial update. A nil pointer
@@ -88,17 +102,52 @@ type TaskPatch struct {
 	Tags           []string // nil leaves the tags; an empty slice clears them
 }
 
-// ListOptions selects and orders the tasks a list returns.
+// ListOptions selects and orders the tasks a list returns, and where the
+// page starts. Nil and empty fields do not filter.
 type ListOptions struct {
-	Completed *bool  // nil: all tasks; true: completed; false: pending
-	Sort      string // a key of listOrders
+	Completed *bool  // true: completed tasks only; false: pending only
+	Sort      string // a key of listSorts
 	Desc      bool
+	Limit     int
+	After     *Position // the last task of the previous page; nil for the first page
+
+	Query     string     // in title or description, case-insensitive, literally
+	Priority  string     // one of priorities
+	Tags      []string   // every one must be present
+	DueBefore *time.Time // due_date < DueBefore
+	DueAfter  *time.Time // due_date >= DueAfter
+	Overdue   *bool      // due in the past and not completed (or the opposite)
+}
+
+// Position is a place in a list: the sort key of a task, as text, and its
+// id, which breaks ties.
+type Position struct {
+	Key string
+	ID  string
+}
+
+// Stats counts a user's tasks.
+type Stats struct {
+	Total     int `json:"total"`
+	Completed int `json:"completed"`
+	Pending   int `json:"pending"`
+	Overdue   int `json:"overdue"`
+}
+
+// Account is what taskapi knows of a user. CreatedAt is nil until the user's
+// first write creates their row.
+type Account struct {
+	ID        string     `json:"id"`
+	Email     *string    `json:"email"`
+	Name      *string    `json:"name"`
+	CreatedAt *time.Time `json:"created_at"`
+	Tasks     Stats      `json:"tasks"`
 }
 
 // taskColumns is the select list every task query returns, in scanTask's
 // order. Tags come as JSON because database/sql cannot scan a PostgreSQL
 // array into a slice before Go 1.27.
-const taskColumns = `id, user_id, title, description, completed, priority, due_date, to_json(tags), created_at, updated_at`
+const taskColumns = `id, user_id, title, description, completed, priority, due_date, to_json(tags), created_at, updated_at, version`
 
 // upsertUserCTE creates the caller's users row on their first write and keeps
 // its email and name current, inside the statement that writes the task: no
@@ -120,11 +169,36 @@ const createTaskSQL = upsertUserCTE + `INSERT INTO tasks (user_id, title, descri
 VALUES ($1, $4, $5, $6, $7, $8, $9)
 RETURNING ` + taskColumns
 
+// createTaskOnceSQL is createTaskSQL under an idempotency key ($10). It
+// claims the key and creates the task ($11 is its id) in one statement, or,
+// when the key is already claimed, does nothing and returns no row. Two
+// requests racing with one key serialize on the key's primary key: the
+// second waits for the first and then finds the key claimed. A key older
+// than 24 hours is claimed afresh, and the user's other expired keys go.
+const createTaskOnceSQL = upsertUserCTE + `, expired AS (
+    DELETE FROM idempotency_keys
+     WHERE user_id = $1 AND key <> $10 AND created_at < now() - interval '24 hours'
+), claim AS (
+    INSERT INTO idempotency_keys (user_id, key, task_id, request) VALUES ($1, $10, $11, $12)
+    ON CONFLICT (user_id, key) DO UPDATE
+       SET task_id = EXCLUDED.task_id, request = EXCLUDED.request, created_at = now()
+     WHERE idempotency_keys.created_at < now() - interval '24 hours'
+    RETURNING task_id
+)
+INSERT INTO tasks (id, user_id, title, description, completed, priority, due_date, tags)
+SELECT task_id, $1, $4, $5, $6, $7, $8, $9 FROM claim
+RETURNING ` + taskColumns
+
+// idempotencyKeySQL reads a claimed key.
+const idempotencyKeySQL = `SELECT task_id, request, created_at FROM idempotency_keys WHERE user_id = $1 AND key = $2`
+
 const getTaskSQL = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1 AND user_id = $2`
 
 // updateTaskSQL changes only the columns whose parameter is given: coalesce
 // keeps a column whose value is NULL, and the two nullable columns carry an
-// explicit "set" flag so that NULL can also mean "clear it".
+// explicit "set" flag so that NULL can also mean "clear it". $13 holds the
+// versions an If-Match header accepts (NULL: any), checked in the same
+// statement as the write, so nothing can change in between.
 const updateTaskSQL = upsertUserCTE + `UPDATE tasks SET
     title       = coalesce($5, title),
     description = CASE WHEN $6::boolean THEN $7::text ELSE description END,
@@ -132,36 +206,137 @@ const updateTaskSQL = upsertUserCTE + `UPDATE tasks SET
     priority    = coalesce($9, priority),
     due_date    = CASE WHEN $10::boolean THEN $11::timestamptz ELSE due_date END,
     tags        = coalesce($12, tags),
-    updated_at  = now()
-WHERE id = $4 AND user_id = $1
+    updated_at  = now(),
+    version     = version + 1
+WHERE id = $4 AND user_id = $1 AND ($13::bigint[] IS NULL OR version = ANY ($13))
 RETURNING ` + taskColumns
 
 // completeTaskSQL sets completed to $5, or toggles it when $5 is NULL.
 const completeTaskSQL = upsertUserCTE + `UPDATE tasks SET
     completed  = coalesce($5::boolean, NOT completed),
-    updated_at = now()
-WHERE id = $4 AND user_id = $1
+    updated_at = now(),
+    version    = version + 1
+WHERE id = $4 AND user_id = $1 AND ($6::bigint[] IS NULL OR version = ANY ($6))
 RETURNING ` + taskColumns
 
-const deleteTaskSQL = `DELETE FROM tasks WHERE id = $1 AND user_id = $2`
+const deleteTaskSQL = `DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND ($3::bigint[] IS NULL OR version = ANY ($3))`
 
-const listTasksSQL = `SELECT ` + taskColumns + ` FROM tasks
-WHERE user_id = $1 AND ($2::boolean IS NULL OR completed = $2)
-ORDER BY `
+const deleteCompletedSQL = `DELETE FROM tasks WHERE user_id = $1 AND completed`
+
+// statsSQL counts in one pass over the user's tasks.
+const statsSQL = `SELECT count(*),
+       count(*) FILTER (WHERE completed),
+       count(*) FILTER (WHERE NOT completed AND due_date < now())
+  FROM tasks WHERE user_id = $1`
+
+// accountSQL reads the user's row, if any, and their counts in one statement.
+const accountSQL = `SELECT u.email, u.name, u.created_at, s.total, s.completed, s.overdue
+  FROM (` + statsSQL + `) AS s (total, completed, overdue)
+  LEFT JOIN users u ON u.id = $1`
+
+// deleteAccountSQL erases the user; their tasks and keys go with them
+// (ON DELETE CASCADE), in the statement's one transaction.
+const deleteAccountSQL = `DELETE FROM users WHERE id = $1`
+
+// listFilterSQL selects one user's tasks. Each filter is off when its
+// parameter is NULL, so one statement text serves every combination.
+const listFilterSQL = `SELECT ` + taskColumns + ` FROM tasks
+WHERE user_id = $1
+  AND ($2::boolean IS NULL OR completed = $2)
+  AND ($3::text IS NULL OR title ILIKE $3 OR description ILIKE $3)
+  AND ($4::text IS NULL OR priority = $4)
+  AND ($5::text[] IS NULL OR tags @> $5)
+  AND ($6::timestamptz IS NULL OR due_date < $6)
+  AND ($7::timestamptz IS NULL OR due_date >= $7)
+  AND ($8::boolean IS NULL OR coalesce(NOT completed AND due_date < now(), false) = $8)
+`
+
+// listSort is one sort order: the SQL expression of its key, which an index
+// of schema.sql matches exactly, and the key's type in a cursor.
+type listSort struct {
+	expr, typ string
+}
+
+// listSorts maps each sort key of the API to its ascending and descending
+// orders. Tasks without a due date sort last either way: their key is
+// infinity ascending and -infinity descending.
+var listSorts = map[string][2]listSort{
+	"created":  {{"created_at", "timestamptz"}, {"created_at", "timestamptz"}},
+	"updated":  {{"updated_at", "timestamptz"}, {"updated_at", "timestamptz"}},
+	"title":    {{"title", "text"}, {"title", "text"}},
+	"due_date": {{"coalesce(due_date, 'infinity'::timestamptz)", "timestamptz"}, {"coalesce(due_date, '-infinity'::timestamptz)", "timestamptz"}},
+	"priority": {{priorityRank, "integer"}, {priorityRank, "integer"}},
+}
 
 // priorityRank orders priorities low < medium < high, not alphabetically.
-const priorityRank = `array_position(ARRAY['low', 'medium', 'high'], priority)`
+const priorityRank = `(CASE priority WHEN 'low' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END)`
 
-// listOrders maps each sort key the API accepts to its ORDER BY clause for
-// ascending and descending order. Only these fixed strings ever reach the
-// SQL text; ties are broken by id so every order is total and stable. Tasks
-// without a due date come last in both directions.
-var listOrders = map[string][2]string{
-	"created":  {"created_at ASC, id ASC", "created_at DESC, id DESC"},
-	"updated":  {"updated_at ASC, id ASC", "updated_at DESC, id DESC"},
-	"title":    {"title ASC, id ASC", "title DESC, id DESC"},
-	"due_date": {"due_date ASC NULLS LAST, id ASC", "due_date DESC NULLS LAST, id DESC"},
-	"priority": {priorityRank + " ASC, id ASC", priorityRank + " DESC, id DESC"},
+// listSQL holds the list statement of every sort, direction and page kind
+// (first or later), made once from the fixed pieces above. A later page
+// starts after a position with a row comparison, which the index serves as
+// a range: each page costs the same however deep it is.
+var listSQL = func() map[listQueryKey]string {
+	m := map[listQueryKey]string{}
+	for name, dirs := range listSorts {
+		for i, desc := range []bool{false, true} {
+			ls, dir, cmp := dirs[i], "ASC", ">"
+			if desc {
+				dir, cmp = "DESC", "<"
+			}
+			order := "ORDER BY " + ls.expr + " " + dir + ", id " + dir + "\nLIMIT $9"
+			m[listQueryKey{name, desc, false}] = listFilterSQL + order
+			m[listQueryKey{name, desc, true}] = listFilterSQL +
+				"  AND (" + ls.expr + ", id) " + cmp + " ($10::text::" + ls.typ + ", $11::uuid)\n" + order
+		}
+	}
+	return m
+}()
+
+type listQueryKey struct {
+	sort       string
+	desc, page bool
+}
+
+// SortKey returns t's key in the given order, as a Position holds it.
+func SortKey(sort string, desc bool, t Task) string {
+	switch sort {
+	case "created":
+		return t.CreatedAt.Format(time.RFC3339Nano)
+	case "updated":
+		return t.UpdatedAt.Format(time.RFC3339Nano)
+	case "title":
+		return t.Title
+	case "due_date":
+		switch {
+		case t.DueDate != nil:
+			return t.DueDate.Format(time.RFC3339Nano)
+		case desc:
+			return "-infinity"
+		default:
+			return "infinity"
+		}
+	case "priority":
+		return strconv.Itoa(slices.Index(priorities, t.Priority) + 1)
+	}
+	panic("SortKey: unknown sort " + sort)
+}
+
+// validSortKey reports whether key can be a key of the given sort, so that
+// a cursor can never make PostgreSQL fail a cast.
+func validSortKey(sort, key string) bool {
+	switch sort {
+	case "created", "updated":
+		_, err := time.Parse(time.RFC3339Nano, key)
+		return err == nil
+	case "due_date":
+		_, err := time.Parse(time.RFC3339Nano, key)
+		return err == nil || key == "infinity" || key == "-infinity"
+	case "priority":
+		return key == "1" || key == "2" || key == "3"
+	case "title":
+		return utf8.ValidString(key) && !strings.ContainsRune(key, 0)
+	}
+	return false
 }
 
 // Store reads and writes tasks. Every method is scoped by the user it is
@@ -178,20 +353,30 @@ func NewStore(db *sql.DB, timeout time.Duration) *Store {
 	return &Store{db: db, timeout: timeout}
 }
 
-// ListTasks returns the user's tasks that match opts, in its order. It
-// returns an empty, non-nil slice when there are none.
+// ListTasks returns up to opts.Limit of the user's tasks that match opts,
+// in its order, after opts.After. It returns an empty, non-nil slice when
+// there are none.
 func (s *Store) ListTasks(ctx context.Context, userID string, opts ListOptions) ([]Task, error) {
-	order, ok := listOrders[opts.Sort]
+	query, ok := listSQL[listQueryKey{opts.Sort, opts.Desc, opts.After != nil}]
 	if !ok {
 		return nil, fmt.Errorf("list tasks: unknown sort %q", opts.Sort)
 	}
-	clause := order[0]
-	if opts.Desc {
-		clause = order[1]
+	args := []any{userID, opts.Completed, nil, nilIfEmpty(opts.Priority), nil, opts.DueBefore, opts.DueAfter, opts.Overdue, opts.Limit}
+	if opts.Query != "" {
+		args[2] = "%" + likeEscaper.Replace(opts.Query) + "%"
+	}
+	if len(opts.Tags) > 0 {
+		args[4] = opts.Tags
+	}
+	if opts.After != nil {
+		if !validSortKey(opts.Sort, opts.After.Key) || !isUUID(opts.After.ID) {
+			return nil, fmt.Errorf("list tasks: bad position %+v", *opts.After)
+		}
+		args = append(args, opts.After.Key, opts.After.ID)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	rows, err := s.db.QueryContext(ctx, listTasksSQL+clause, userID, opts.Completed)
+	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, dbError("list tasks", err)
 	}
@@ -208,6 +393,30 @@ func (s *Store) ListTasks(ctx context.Context, userID string, opts ListOptions) 
 		return nil, dbError("list tasks", err)
 	}
 	return tasks, nil
+}
+
+// likeEscaper makes % and _ (and the escape character itself) match
+// literally in an ILIKE pattern.
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+
+// nilIfEmpty turns "" into SQL NULL.
+func nilIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// Stats counts the user's tasks.
+func (s *Store) Stats(ctx context.Context, userID string) (Stats, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	var st Stats
+	if err := s.db.QueryRowContext(ctx, statsSQL, userID).Scan(&st.Total, &st.Completed, &st.Overdue); err != nil {
+		return Stats{}, dbError("task stats", err)
+	}
+	st.Pending = st.Total - st.Completed
+	return st, nil
 }
 
 // GetTask returns the user's task with the given id, or ErrNotFound.
@@ -238,9 +447,56 @@ func (s *Store) CreateTask(ctx context.Context, u User, in NewTask) (Task, error
 	return t, nil
 }
 
+// CreateTaskOnce is CreateTask under an idempotency key: the first request
+// with a key creates the task; a later one with the same key and the same
+// input creates nothing and returns the task as it was created, with
+// replayed true; one with other input gets ErrKeyReused. Keys are per user
+// and last 24 hours.
+func (s *Store) CreateTaskOnce(ctx context.Context, u User, key string, in NewTask) (t Task, replayed bool, err error) {
+	in.Tags = nonNil(in.Tags)
+	request, err := json.Marshal(in)
+	if err != nil {
+		return Task{}, false, fmt.Errorf("create task: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	t, err = scanTask(s.db.QueryRowContext(ctx, createTaskOnceSQL,
+		u.ID, u.Email, u.Name,
+		in.Title, in.Description, in.Completed, in.Priority, in.DueDate, in.Tags,
+		key, newUUID(), string(request)))
+	if err == nil {
+		return t, false, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return Task{}, false, dbError("create task", err)
+	}
+	// The key was claimed before: replay the task it created.
+	var (
+		taskID, prior string
+		createdAt     time.Time
+	)
+	if err := s.db.QueryRowContext(ctx, idempotencyKeySQL, u.ID, key).Scan(&taskID, &prior, &createdAt); err != nil {
+		return Task{}, false, dbError("create task: read idempotency key", err)
+	}
+	if prior != string(request) {
+		return Task{}, false, ErrKeyReused
+	}
+	var orig NewTask
+	if err := json.Unmarshal([]byte(prior), &orig); err != nil {
+		return Task{}, false, fmt.Errorf("create task: decode idempotency key: %w", err)
+	}
+	created := createdAt.UTC()
+	return Task{
+		ID: taskID, UserID: u.ID, Title: orig.Title, Description: orig.Description, Completed: orig.Completed,
+		Priority: orig.Priority, DueDate: orig.DueDate, Tags: nonNil(orig.Tags), CreatedAt: created, UpdatedAt: created, Version: 1,
+	}, true, nil
+}
+
 // UpdateTask applies p to the user's task with the given id and returns the
-// result, or ErrNotFound. updated_at is set even when p changes nothing.
-func (s *Store) UpdateTask(ctx context.Context, u User, id string, p TaskPatch) (Task, error) {
+// result, or ErrNotFound. updated_at is set and the version goes up even when
+// p changes nothing. With ifMatch not nil the task's version must be one of
+// it, or nothing changes and the current task comes back with ErrStale.
+func (s *Store) UpdateTask(ctx context.Context, u User, id string, p TaskPatch, ifMatch []int64) (Task, error) {
 	if !isUUID(id) {
 		return Task{}, ErrNotFound
 	}
@@ -252,47 +508,156 @@ func (s *Store) UpdateTask(ctx context.Context, u User, id string, p TaskPatch) 
 	defer cancel()
 	t, err := scanTask(s.db.QueryRowContext(ctx, updateTaskSQL,
 		u.ID, u.Email, u.Name, id,
-		p.Title, p.SetDescription, p.Description, p.Completed, p.Priority, p.SetDueDate, p.DueDate, tags))
+		p.Title, p.SetDescription, p.Description, p.Completed, p.Priority, p.SetDueDate, p.DueDate, tags, versions(ifMatch)))
 	if err != nil {
-		return Task{}, dbError("update task", err)
+		return s.explainMiss(ctx, "update task", u.ID, id, ifMatch, err)
 	}
 	return t, nil
 }
 
 // SetCompleted sets the completed flag of the user's task to *completed, or
 // toggles it when completed is nil, and returns the task or ErrNotFound.
-func (s *Store) SetCompleted(ctx context.Context, u User, id string, completed *bool) (Task, error) {
+// ifMatch works as for UpdateTask.
+func (s *Store) SetCompleted(ctx context.Context, u User, id string, completed *bool, ifMatch []int64) (Task, error) {
 	if !isUUID(id) {
 		return Task{}, ErrNotFound
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	t, err := scanTask(s.db.QueryRowContext(ctx, completeTaskSQL, u.ID, u.Email, u.Name, id, completed))
+	t, err := scanTask(s.db.QueryRowContext(ctx, completeTaskSQL, u.ID, u.Email, u.Name, id, completed, versions(ifMatch)))
 	if err != nil {
-		return Task{}, dbError("complete task", err)
+		return s.explainMiss(ctx, "complete task", u.ID, id, ifMatch, err)
 	}
 	return t, nil
 }
 
-// DeleteTask deletes the user's task with the given id, or returns ErrNotFound.
-func (s *Store) DeleteTask(ctx context.Context, userID, id string) error {
+// DeleteTask deletes the user's task with the given id, or returns
+// ErrNotFound. ifMatch works as for UpdateTask.
+func (s *Store) DeleteTask(ctx context.Context, userID, id string, ifMatch []int64) (Task, error) {
 	if !isUUID(id) {
-		return ErrNotFound
+		return Task{}, ErrNotFound
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	res, err := s.db.ExecContext(ctx, deleteTaskSQL, id, userID)
+	res, err := s.db.ExecContext(ctx, deleteTaskSQL, id, userID, versions(ifMatch))
 	if err != nil {
-		return dbError("delete task", err)
+		return Task{}, dbError("delete task", err)
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return dbError("delete task", err)
+		return Task{}, dbError("delete task", err)
 	}
 	if n == 0 {
-		return ErrNotFound
+		return s.explainMiss(ctx, "delete task", userID, id, ifMatch, sql.ErrNoRows)
+	}
+	return Task{}, nil
+}
+
+// explainMiss tells why a conditional write touched no row: with no
+// If-Match there is no such task; with one, the task may exist at another
+// version, which costs a second query, on this failure path only.
+func (s *Store) explainMiss(ctx context.Context, op, userID, id string, ifMatch []int64, err error) (Task, error) {
+	if !errors.Is(err, sql.ErrNoRows) || ifMatch == nil {
+		return Task{}, dbError(op, err)
+	}
+	current, err := scanTask(s.db.QueryRowContext(ctx, getTaskSQL, id, userID))
+	if err != nil {
+		return Task{}, dbError(op, err)
+	}
+	return current, ErrStale
+}
+
+// versions turns an If-Match list into a parameter: NULL when there is none.
+func versions(ifMatch []int64) any {
+	if ifMatch == nil {
+		return nil
+	}
+	return ifMatch
+}
+
+// DeleteCompleted deletes the user's completed tasks and says how many.
+func (s *Store) DeleteCompleted(ctx context.Context, userID string) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	res, err := s.db.ExecContext(ctx, deleteCompletedSQL, userID)
+	if err != nil {
+		return 0, dbError("delete completed tasks", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, dbError("delete completed tasks", err)
+	}
+	return n, nil
+}
+
+// Account returns what is known of u: their row, if their first write has
+// made it, else the token's claims, and their task counts.
+func (s *Store) Account(ctx context.Context, u User) (Account, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	a := Account{ID: u.ID}
+	var (
+		email, name sql.NullString
+		created     sql.NullTime
+	)
+	err := s.db.QueryRowContext(ctx, accountSQL, u.ID).Scan(&email, &name, &created, &a.Tasks.Total, &a.Tasks.Completed, &a.Tasks.Overdue)
+	if err != nil {
+		return Account{}, dbError("read account", err)
+	}
+	a.Tasks.Pending = a.Tasks.Total - a.Tasks.Completed
+	if created.Valid {
+		c := created.Time.UTC()
+		a.CreatedAt = &c
+	}
+	for _, f := range []struct {
+		db    sql.NullString
+		claim string
+		dst   **string
+	}{{email, u.Email, &a.Email}, {name, u.Name, &a.Name}} {
+		switch {
+		case f.db.Valid:
+			*f.dst = &f.db.String
+		case f.claim != "":
+			*f.dst = &f.claim
+		}
+	}
+	return a, nil
+}
+
+// DeleteAccount erases the user and everything of theirs.
+func (s *Store) DeleteAccount(ctx context.Context, userID string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	if _, err := s.db.ExecContext(ctx, deleteAccountSQL, userID); err != nil {
+		return dbError("delete account", err)
 	}
 	return nil
+}
+
+// newUUID returns a random (version 4) UUID.
+func newUUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// serverKey returns the secret called name from server_keys, making a random
+// one the first time: every instance on the database then shares it.
+func serverKey(ctx context.Context, db *sql.DB, name string) ([]byte, error) {
+	fresh := make([]byte, 32)
+	rand.Read(fresh)
+	var key []byte
+	err := db.QueryRowContext(ctx, `WITH made AS (
+    INSERT INTO server_keys (name, key) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING key
+)
+SELECT key FROM made UNION ALL SELECT key FROM server_keys WHERE name = $1 LIMIT 1`, name, fresh).Scan(&key)
+	if err != nil {
+		return nil, fmt.Errorf("read server key %q: %w", name, err)
+	}
+	return key, nil
 }
 
 // Ping reports whether the database answers within timeout.
@@ -314,7 +679,7 @@ func scanTask(row interface{ Scan(...any) error }) (Task, error) {
 		tags        []byte
 	)
 	err := row.Scan(&t.ID, &t.UserID, &t.Title, &description, &t.Completed, &t.Priority,
-		&dueDate, &tags, &t.CreatedAt, &t.UpdatedAt)
+		&dueDate, &tags, &t.CreatedAt, &t.UpdatedAt, &t.Version)
 	if err != nil {
 		return Task{}, err
 	}

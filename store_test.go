@@ -70,7 +70,7 @@ func TestApplySchemaRepairsAndKeepsData(t *testing.T) {
 	if err := db.QueryRow("SELECT count(*) FROM pg_indexes WHERE indexname = 'tasks_user_created_idx' AND schemaname = current_schema()").Scan(&n); err != nil || n != 1 {
 		t.Errorf("index after re-apply: %d, %v", n, err)
 	}
-	tasks, err := store.ListTasks(ctx, "old", ListOptions{Sort: "created"})
+	tasks, err := store.ListTasks(ctx, "old", ListOptions{Sort: "created", Limit: 10})
 	if err != nil || len(tasks) != 1 || tasks[0].Title != "from before" || tasks[0].Priority != "high" {
 		t.Errorf("after re-apply: %+v, %v", tasks, err)
 	}
@@ -105,14 +105,14 @@ func TestUserRowKeptCurrent(t *testing.T) {
 	}
 	// A token without profile claims erases nothing and rewrites nothing.
 	_, _, before := user()
-	if _, err := store.SetCompleted(ctx, User{ID: "ada"}, task.ID, nil); err != nil {
+	if _, err := store.SetCompleted(ctx, User{ID: "ada"}, task.ID, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if email, name, after := user(); email != "ada@example.com" || name != "Ada" || !after.Equal(before) {
 		t.Errorf("after a write without claims: %q %q, updated_at %v → %v", email, name, before, after)
 	}
 	// A changed email is picked up by the next write.
-	if _, err := store.UpdateTask(ctx, User{ID: "ada", Email: "ada@new.example.com"}, task.ID, TaskPatch{}); err != nil {
+	if _, err := store.UpdateTask(ctx, User{ID: "ada", Email: "ada@new.example.com"}, task.ID, TaskPatch{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if email, name, _ := user(); email != "ada@new.example.com" || name != "Ada" {
