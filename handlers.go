@@ -94,6 +94,9 @@ func handleTaskList(logger *slog.Logger, store *Store, cursors cursorCodec) http
 		scope := listScope(opts)
 		if c := q.Get("cursor"); c != "" {
 			pos, err := cursors.decode(u.ID, scope, c)
+			if err == nil && (!validSortKey(opts.Sort, pos.Key) || !isUUID(pos.ID)) {
+				err = errBadCursor // signed by us, so only a bug or a leaked key gets here
+			}
 			if err != nil {
 				writeError(w, r, logger, err)
 				return

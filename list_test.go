@@ -1,0 +1,441 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// nextLink returns the URL of the Link rel="next" header, or "".
+func nextLink(t *testing.T, h http.Header) string {
+	t.Helper()
+	link := h.Get("Link")
+	if link == "" {
+		return ""
+	}
+	m := regexp.MustCompile(`^<([^>]+)>; rel="next"$`).FindStringSubmatch(link)
+	if m == nil {
+		t.Fatalf("Link = %q, want <url>; rel=\"next\"", link)
+	}
+	return m[1]
+}
+
+// pageAll follows Link headers from path and returns every task seen.
+func pageAll(t *testing.T, e *testEnv, tok, path string) (tasks []Task, pages int) {
+	t.Helper()
+	for path != "" {
+		res := e.do("GET", path, tok, nil)
+		if res.Status != 200 {
+			t.Fatalf("GET %s: %d %s", path, res.Status, res.Body)
+		}
+		page := res.tasks(t)
+		tasks = append(tasks, page...)
+		pages++
+		path = nextLink(t, res.Header)
+		if path != "" && len(page) == 0 {
+			t.Fatalf("an empty page with a next link at %s", path)
+		}
+		if pages > 1000 {
+			t.Fatal("paging does not end")
+		}
+	}
+	return tasks, pages
+}
+
+// seedVaried creates n tasks with repeated titles, priorities and due dates
+// (some without), so that every order has ties to break.
+func seedVaried(t *testing.T, e *testEnv, tok string, n int) []Task {
+	t.Helper()
+	var out []Task
+	for i := range n {
+		body := map[string]any{
+			"title":    fmt.Sprintf("task %d", i%7),
+			"priority": priorities[i%3],
+			"tags":     []string{fmt.Sprintf("t%d", i%4)},
+		}
+		if i%5 != 0 {
+			body["due_date"] = time.Date(2026, 1, 1+i%6, 0, 0, 0, 0, time.UTC).Format(time.RFC3339)
+		}
+		if i%4 == 0 {
+			body["completed"] = true
+		}
+		res := e.do("POST", "/api/me/tasks", tok, body)
+		if res.Status != 201 {
+			t.Fatalf("seed: %d %s", res.Status, res.Body)
+		}
+		out = append(out, res.task(t))
+	}
+	return out
+}
+
+// expectedOrder sorts tasks as the API documents: by the sort key, ties by
+// id, tasks without a due date last either way.
+func expectedOrder(tasks []Task, sort string, desc bool) []string {
+	sorted := slices.Clone(tasks)
+	slices.SortStableFunc(sorted, func(a, b Task) int {
+		var c int
+		switch sort {
+		case "created":
+			c = a.CreatedAt.Compare(b.CreatedAt)
+		case "updated":
+			c = a.UpdatedAt.Compare(b.UpdatedAt)
+		case "title":
+			c = strings.Compare(a.Title, b.Title)
+		case "priority":
+			c = cmp.Compare(slices.Index(priorities, a.Priority), slices.Index(priorities, b.Priority))
+		case "due_date":
+			switch {
+			case a.DueDate == nil && b.DueDate == nil:
+			case a.DueDate == nil:
+				return 1 // last, either way
+			case b.DueDate == nil:
+				return -1
+			default:
+				c = a.DueDate.Compare(*b.DueDate)
+			}
+		}
+		if c == 0 {
+			c = strings.Compare(a.ID, b.ID)
+		}
+		if desc {
+			c = -c
+		}
+		return c
+	})
+	ids := make([]string, len(sorted))
+	for i, t := range sorted {
+		ids[i] = t.ID
+	}
+	return ids
+}
+
+func ids(tasks []Task) []string {
+	out := make([]string, len(tasks))
+	for i, t := range tasks {
+		out[i] = t.ID
+	}
+	return out
+}
+
+func TestPagingEveryOrder(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	tok := e.token("pager")
+	all := seedVaried(t, e, tok, 23)
+
+	for sort := range listSorts {
+		for _, order := range []string{"asc", "desc"} {
+			want := expectedOrder(all, sort, order == "desc")
+			got, pages := pageAll(t, e, tok, "/api/me/tasks?limit=4&sort="+sort+"&order="+order)
+			if !slices.Equal(ids(got), want) {
+				t.Errorf("sort=%s order=%s: paged order differs from the documented one\n got %v\nwant %v", sort, order, ids(got), want)
+			}
+			if pages != 6 {
+				t.Errorf("sort=%s order=%s: %d pages of 4 for 23 tasks, want 6", sort, order, pages)
+			}
+			// With a filter too: only pending tasks, still complete and in order.
+			var pending []Task
+			for _, task := range all {
+				if !task.Completed {
+					pending = append(pending, task)
+				}
+			}
+			got, _ = pageAll(t, e, tok, "/api/me/tasks?limit=3&status=pending&sort="+sort+"&order="+order)
+			if !slices.Equal(ids(got), expectedOrder(pending, sort, order == "desc")) {
+				t.Errorf("sort=%s order=%s status=pending: paged order differs", sort, order)
+			}
+		}
+	}
+	// The default is 100 a page; a full last page has no next link.
+	res := e.do("GET", "/api/me/tasks", tok, nil)
+	if n := len(res.tasks(t)); n != 23 || res.Header.Get("Link") != "" {
+		t.Errorf("default page: %d tasks, Link %q", n, res.Header.Get("Link"))
+	}
+	res = e.do("GET", "/api/me/tasks?limit=23", tok, nil)
+	if res.Header.Get("Link") != "" {
+		t.Errorf("limit equal to the count still links a next page: %q", res.Header.Get("Link"))
+	}
+}
+
+func TestPagingWhileTasksChange(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	tok := e.token("mover")
+	all := seedVaried(t, e, tok, 20)
+
+	for _, sort := range []string{"created", "title", "due_date"} {
+		res := e.do("GET", "/api/me/tasks?limit=5&sort="+sort, tok, nil)
+		first := res.tasks(t)
+		next := nextLink(t, res.Header)
+		// Between pages: a task from the first page and one not yet seen are
+		// deleted, and new tasks are created.
+		seen := map[string]bool{}
+		for _, task := range first {
+			seen[task.ID] = true
+		}
+		var unseen string
+		for _, id := range expectedOrder(all, sort, sort == "created") {
+			if !seen[id] {
+				unseen = id
+			}
+		}
+		for _, id := range []string{first[0].ID, unseen} {
+			if res := e.do("DELETE", "/api/me/tasks/"+id, tok, nil); res.Status != 204 {
+				t.Fatalf("delete: %d", res.Status)
+			}
+		}
+		for range 3 {
+			e.do("POST", "/api/me/tasks", tok, `{"title":"task 3","due_date":"2026-01-03T00:00:00Z"}`)
+		}
+		rest, _ := pageAll(t, e, tok, next)
+		counts := map[string]int{}
+		for _, task := range append(first, rest...) {
+			counts[task.ID]++
+		}
+		for id, n := range counts {
+			if n > 1 {
+				t.Errorf("sort=%s: task %s seen %d times", sort, id, n)
+			}
+		}
+		// Every task that existed throughout was seen.
+		for _, task := range all {
+			if task.ID != unseen && task.ID != first[0].ID && counts[task.ID] != 1 {
+				t.Errorf("sort=%s: task %s (%q) was skipped", sort, task.ID, task.Title)
+			}
+		}
+		if counts[unseen] != 0 {
+			t.Errorf("sort=%s: a task deleted before its page was listed", sort)
+		}
+		all = slices.DeleteFunc(all, func(task Task) bool { return task.ID == unseen || task.ID == first[0].ID })
+	}
+}
+
+func TestCursorTampering(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	alice, bob := e.token("alice"), e.token("bob")
+	seedVaried(t, e, alice, 6)
+	seedVaried(t, e, bob, 6)
+
+	res := e.do("GET", "/api/me/tasks?limit=2&sort=title", alice, nil)
+	next := nextLink(t, res.Header)
+	u, err := url.Parse(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cursor := u.Query().Get("cursor")
+	payload, mac, _ := strings.Cut(cursor, ".")
+
+	flip := func(s string) string {
+		b := []byte(s)
+		b[len(b)/2] ^= 1
+		return string(b)
+	}
+	for name, path := range map[string]string{
+		"another user's cursor":    "/api/me/tasks?limit=2&sort=title&cursor=" + url.QueryEscape(cursor), // sent by bob
+		"another sort":             "/api/me/tasks?limit=2&sort=created&cursor=" + url.QueryEscape(cursor),
+		"another filter":           "/api/me/tasks?limit=2&sort=title&status=pending&cursor=" + url.QueryEscape(cursor),
+		"altered payload":          "/api/me/tasks?limit=2&sort=title&cursor=" + url.QueryEscape(flip(payload)+"."+mac),
+		"altered mac":              "/api/me/tasks?limit=2&sort=title&cursor=" + url.QueryEscape(payload+"."+flip(mac)),
+		"not base64":               "/api/me/tasks?sort=title&cursor=%25%25%25.%25%25",
+		"no mac":                   "/api/me/tasks?sort=title&cursor=" + payload,
+		"empty parts":              "/api/me/tasks?sort=title&cursor=.",
+		"huge":                     "/api/me/tasks?sort=title&cursor=" + strings.Repeat("A", 5000) + ".AA",
+		"made-up position, no key": "/api/me/tasks?sort=title&cursor=" + "eCAwMDAwMDAwMC0wMDAwLTQwMDAtODAwMC0wMDAwMDAwMDAwMDA.AAAAAAAAAAAAAAAAAAAAAA",
+	} {
+		tok := alice
+		if name == "another user's cursor" {
+			tok = bob
+		}
+		res := e.do("GET", path, tok, nil)
+		if res.Status != 400 {
+			t.Errorf("%s: status %d, want 400 (%s)", name, res.Status, res.Body)
+			continue
+		}
+		if p := res.problem(t); !strings.Contains(p.Detail, "cursor") {
+			t.Errorf("%s: detail %q does not name the cursor", name, p.Detail)
+		}
+	}
+	// The genuine cursor still works, and limit may change between pages.
+	if res := e.do("GET", strings.Replace(next, "limit=2", "limit=3", 1), alice, nil); res.Status != 200 || len(res.tasks(t)) != 3 {
+		t.Errorf("genuine cursor with a new limit: %d %s", res.Status, res.Body)
+	}
+}
+
+func TestListFilters(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	tok := e.token("filters")
+	now := time.Now().UTC()
+	mk := func(body map[string]any) Task {
+		t.Helper()
+		res := e.do("POST", "/api/me/tasks", tok, body)
+		if res.Status != 201 {
+			t.Fatalf("create: %d %s", res.Status, res.Body)
+		}
+		return res.task(t)
+	}
+	past, future := now.Add(-48*time.Hour).Format(time.RFC3339), now.Add(48*time.Hour).Format(time.RFC3339)
+	groceries := mk(map[string]any{"title": "Buy MILK", "tags": []string{"home", "shop"}, "priority": "high", "due_date": past})
+	discount := mk(map[string]any{"title": "Use 50% off coupon", "description": "code a_b", "tags": []string{"shop"}, "due_date": future})
+	done := mk(map[string]any{"title": "Paid rent", "completed": true, "tags": []string{"home"}, "due_date": past, "priority": "high"})
+	plain := mk(map[string]any{"title": "Call 50 people", "priority": "low"})
+
+	titles := func(query string) []string {
+		t.Helper()
+		res := e.do("GET", "/api/me/tasks?sort=title&"+query, tok, nil)
+		if res.Status != 200 {
+			t.Fatalf("list ?%s: %d %s", query, res.Status, res.Body)
+		}
+		var out []string
+		for _, task := range res.tasks(t) {
+			out = append(out, task.Title)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		query string
+		want  []Task
+	}{
+		{"q=milk", []Task{groceries}},
+		{"q=" + url.QueryEscape("50%"), []Task{discount}}, // % is literal, not "50 and anything"
+		{"q=50", []Task{plain, discount}},
+		{"q=a_b", []Task{discount}}, // _ is literal, and description is searched
+		{"q=a%5Fc", nil},
+		{"q=" + url.QueryEscape(`\`), nil},
+		{"priority=high", []Task{groceries, done}},
+		{"priority=high&status=pending", []Task{groceries}},
+		{"tag=shop", []Task{groceries, discount}},
+		{"tag=shop&tag=home", []Task{groceries}},
+		{"tag=nothing", nil},
+		{"due_before=" + url.QueryEscape(now.Format(time.RFC3339)), []Task{groceries, done}},
+		{"due_after=" + url.QueryEscape(now.Format(time.RFC3339)), []Task{discount}},
+		{"due_after=" + url.QueryEscape(discount.DueDate.Format(time.RFC3339)), []Task{discount}}, // inclusive
+		{"due_before=" + url.QueryEscape(discount.DueDate.Format(time.RFC3339)) + "&due_after=" + url.QueryEscape(past), []Task{groceries, done}},
+		{"overdue=true", []Task{groceries}},
+		{"overdue=false", []Task{plain, done, discount}},
+		{"overdue=true&tag=home&q=buy&priority=high&status=pending", []Task{groceries}},
+	} {
+		var want []string
+		for _, task := range tc.want {
+			want = append(want, task.Title)
+		}
+		slices.Sort(want)
+		if got := titles(tc.query); !slices.Equal(got, want) {
+			t.Errorf("?%s = %q, want %q", tc.query, got, want)
+		}
+	}
+	for _, q := range []string{"limit=0", "limit=501", "limit=x", "priority=urgent", "tag=", "tag=" + strings.Repeat("t", 51),
+		"due_before=tomorrow", "due_after=2026-01-01", "overdue=yes", "q=" + strings.Repeat("q", 201), "q=%00"} {
+		res := e.do("GET", "/api/me/tasks?"+q, tok, nil)
+		if res.Status != 400 {
+			t.Errorf("?%s: status %d, want 400", q, res.Status)
+			continue
+		}
+		param := strings.SplitN(q, "=", 2)[0]
+		if p := res.problem(t); !strings.Contains(p.Detail, param) {
+			t.Errorf("?%s: detail %q does not name %s", q, p.Detail, param)
+		}
+	}
+}
+
+func TestStatsAndBulkDelete(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	tok, other := e.token("st"), e.token("other")
+	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	for _, body := range []string{
+		`{"title":"a","completed":true}`, `{"title":"b","completed":true,"due_date":"` + past + `"}`,
+		`{"title":"c","due_date":"` + past + `"}`, `{"title":"d"}`, `{"title":"e","due_date":"2999-01-01T00:00:00Z"}`,
+	} {
+		e.do("POST", "/api/me/tasks", tok, body)
+	}
+	e.do("POST", "/api/me/tasks", other, `{"title":"theirs","completed":true}`)
+
+	var st Stats
+	res := e.do("GET", "/api/me/tasks/stats", tok, nil)
+	if err := json.Unmarshal(res.Body, &st); err != nil || res.Status != 200 {
+		t.Fatalf("stats: %d %s", res.Status, res.Body)
+	}
+	if st != (Stats{Total: 5, Completed: 2, Pending: 3, Overdue: 1}) {
+		t.Errorf("stats = %+v", st)
+	}
+
+	for _, q := range []string{"", "?status=all", "?status=pending", "?status=completed&status=pending", "?status=completed&q=a", "?status=COMPLETED"} {
+		if res := e.do("DELETE", "/api/me/tasks"+q, tok, nil); res.Status != 400 {
+			t.Errorf("DELETE /tasks%s: status %d, want 400", q, res.Status)
+		}
+	}
+	if n := countTasks(t, e, tok); n != 5 {
+		t.Fatalf("refused bulk deletes changed the count to %d", n)
+	}
+	res = e.do("DELETE", "/api/me/tasks?status=completed", tok, nil)
+	if res.Status != 200 || strings.TrimSpace(string(res.Body)) != `{"deleted":2}` {
+		t.Errorf("bulk delete: %d %s", res.Status, res.Body)
+	}
+	if n := countTasks(t, e, tok); n != 3 {
+		t.Errorf("after bulk delete: %d tasks, want 3", n)
+	}
+	if n := countTasks(t, e, other); n != 1 {
+		t.Errorf("another user's completed task was deleted too")
+	}
+	if res := e.do("DELETE", "/api/other/tasks?status=completed", tok, nil); res.Status != 403 {
+		t.Errorf("bulk delete on another user's path: %d, want 403", res.Status)
+	}
+}
+
+// TestListPlansUseIndexes checks, with EXPLAIN, that every list statement is
+// an index scan that needs no sort, for a user with thousands of tasks among
+// many more.
+func TestListPlansUseIndexes(t *testing.T) {
+	t.Parallel()
+	db, _ := newTestDB(t)
+	ctx := context.Background()
+	for _, stmt := range []string{
+		`INSERT INTO users (id) SELECT 'u' || g FROM generate_series(1, 200) g`,
+		`INSERT INTO tasks (user_id, title, priority, due_date, completed)
+		 SELECT 'u' || (g % 200 + 1), 'task ' || (g % 97), (ARRAY['low','medium','high'])[g % 3 + 1],
+		        CASE WHEN g % 5 = 0 THEN NULL ELSE now() + (g % 365) * interval '1 day' END, g % 4 = 0
+		   FROM generate_series(1, 40000) g`,
+		`INSERT INTO tasks (user_id, title, priority, due_date)
+		 SELECT 'u7', 'mine ' || (g % 89), (ARRAY['low','medium','high'])[g % 3 + 1],
+		        CASE WHEN g % 5 = 0 THEN NULL ELSE now() + (g % 365) * interval '1 day' END
+		   FROM generate_series(1, 5000) g`,
+		`ANALYZE tasks`,
+	} {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for key, query := range listSQL {
+		args := []any{"u7", nil, nil, nil, nil, nil, nil, nil, 101}
+		if key.page {
+			var first Task
+			first.CreatedAt, first.UpdatedAt, first.Title, first.Priority = time.Now(), time.Now(), "mine 50", "medium"
+			args = append(args, SortKey(key.sort, key.desc, first), "00000000-0000-4000-8000-000000000000")
+		}
+		rows, err := db.QueryContext(ctx, "EXPLAIN "+query, args...)
+		if err != nil {
+			t.Fatalf("%+v: %v", key, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var line string
+			rows.Scan(&line)
+			plan = append(plan, line)
+		}
+		rows.Close()
+		text := strings.Join(plan, "\n")
+		if !strings.Contains(text, "Index Scan") || strings.Contains(text, "Sort") || strings.Contains(text, "Seq Scan") {
+			t.Errorf("%+v: the plan is not an index scan without a sort:\n%s", key, text)
+		}
+	}
+}
