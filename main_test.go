@@ -73,7 +73,7 @@ func testDBConfig(url string) dbConfig {
 // with schema.sql applied, so that tests can run in parallel. The schema is
 // dropped when the test ends. The pool's URL is returned too, for tests that
 // open more connections to the same schema.
-func newTestDB(t testing.TB) (*sql.DB, string) {
+func newTestDB(t testing.TB, options ...func(*dbConfig)) (*sql.DB, string) {
 	t.Helper()
 	admin, err := adminDB()
 	if err != nil {
@@ -84,7 +84,11 @@ func newTestDB(t testing.TB) (*sql.DB, string) {
 		t.Fatal(err)
 	}
 	url := withSearchPath(testDatabaseURL, schema)
-	db, err := openDB(context.Background(), testDBConfig(url), slog.New(slog.DiscardHandler))
+	cfg := testDBConfig(url)
+	for _, o := range options {
+		o(&cfg)
+	}
+	db, err := openDB(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,6 +132,12 @@ type testEnv struct {
 func newTestEnv(t *testing.T, cfg *VerifierConfig) *testEnv {
 	t.Helper()
 	db, _ := newTestDB(t)
+	return newTestEnvOn(t, db, cfg)
+}
+
+// newTestEnvOn is newTestEnv over a database the test opened itself.
+func newTestEnvOn(t *testing.T, db *sql.DB, cfg *VerifierConfig) *testEnv {
+	t.Helper()
 	if cfg == nil {
 		cfg = &VerifierConfig{Secret: testSecret}
 	}

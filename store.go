@@ -785,7 +785,17 @@ type dbConfig struct {
 	ConnMaxIdleTime time.Duration
 	ConnectTimeout  time.Duration // per connection attempt, unless the URL sets connect_timeout
 	BootTimeout     time.Duration // how long openDB keeps retrying
+	// DialFunc, when set, opens the network connections; tests use it to
+	// count round trips.
+	DialFunc pgconn.DialFunc
 }
+
+// pingAfterIdle is how long a pooled connection may sit idle before it is
+// checked with a ping on its next use. The driver's default, one second,
+// would add a round trip to most requests of a lightly used service; a
+// connection idle this long may have been dropped by a suspended database or
+// a NAT, so it is worth one.
+const pingAfterIdle = 30 * time.Second
 
 // openDB opens a pool to the database at cfg.URL and waits until it answers,
 // retrying with backoff for up to cfg.BootTimeout: a serverless database may
@@ -803,7 +813,12 @@ func openDB(ctx context.Context, cfg dbConfig, logger *slog.Logger) (*sql.DB, er
 	if _, ok := pgCfg.RuntimeParams["application_name"]; !ok {
 		pgCfg.RuntimeParams["application_name"] = "taskapi"
 	}
-	db := stdlib.OpenDB(*pgCfg)
+	if cfg.DialFunc != nil {
+		pgCfg.DialFunc = cfg.DialFunc
+	}
+	db := stdlib.OpenDB(*pgCfg, stdlib.OptionShouldPing(func(_ context.Context, p stdlib.ShouldPingParams) bool {
+		return p.IdleDuration > pingAfterIdle
+	}))
 	db.SetMaxOpenConns(cfg.MaxOpenConns)
 	db.SetMaxIdleConns(cfg.MaxIdleConns)
 	db.SetConnMaxLifetime(cfg.ConnMaxLifetime)

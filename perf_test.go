@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// roundTripCounter counts the messages a pool sends to PostgreSQL: the
+// driver writes everything one exchange needs at once and then waits for the
+// answer, so each write is one round trip.
+type roundTripCounter struct{ n atomic.Int64 }
+
+func (c *roundTripCounter) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: conn, n: &c.n}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(b)
+}
+
+// TestRoundTripBudget holds every route to its budget of database round
+// trips, counted at the socket, once the pool's statements are prepared.
+func TestRoundTripBudget(t *testing.T) {
+	t.Parallel()
+	var counter roundTripCounter
+	db, _ := newTestDB(t, func(c *dbConfig) {
+		c.DialFunc = counter.dial
+		c.MaxOpenConns, c.MaxIdleConns = 1, 1 // one connection: every statement is prepared once
+	})
+	e := newTestEnvOn(t, db, nil)
+	tok := e.token("budget")
+	seed := e.do("POST", "/api/me/tasks", tok, `{"title":"seed","tags":["a"]}`).task(t)
+
+	type call struct {
+		name, method, path, body string
+		headers                  map[string]string
+		want                     int64
+	}
+	var n int
+	fresh := func() string { // a new task for routes that delete
+		n++
+		return e.do("POST", "/api/me/tasks", tok, fmt.Sprintf(`{"title":"victim %d"}`, n)).task(t).ID
+	}
+	calls := []call{
+		{"list", "GET", "/api/me/tasks?limit=20", "", nil, 1},
+		{"list with filters", "GET", "/api/me/tasks?limit=20&sort=due_date&status=pending&tag=a&q=se", "", nil, 1},
+		{"list, next page", "GET", "", "", nil, 1},
+		{"get", "GET", "/api/me/tasks/" + seed.ID, "", nil, 1},
+		{"get, not modified", "GET", "/api/me/tasks/" + seed.ID, "", map[string]string{"If-None-Match": "*"}, 1},
+		{"create", "POST", "/api/me/tasks", `{"title":"new"}`, nil, 1},
+		{"create with a key", "POST", "/api/me/tasks", `{"title":"keyed"}`, map[string]string{"Idempotency-Key": "KEY"}, 1},
+		{"update", "PATCH", "/api/me/tasks/" + seed.ID, `{"title":"changed"}`, nil, 1},
+		{"update with If-Match", "PUT", "/api/me/tasks/" + seed.ID, `{"title":"changed"}`, map[string]string{"If-Match": "*"}, 1},
+		{"complete", "PATCH", "/api/me/tasks/" + seed.ID + "/complete", ``, nil, 1},
+		{"delete", "DELETE", "/api/me/tasks/VICTIM", "", nil, 1},
+		{"stats", "GET", "/api/me/tasks/stats", "", nil, 1},
+		{"account", "GET", "/api/me", "", nil, 1},
+		{"readiness", "GET", "/readyz", "", nil, 1},
+		{"health", "GET", "/healthz", "", nil, 0},
+		{"bad token", "GET", "/api/me/tasks", "", map[string]string{"Authorization": "Bearer x.y.z"}, 0},
+		{"invalid body", "POST", "/api/me/tasks", `{"title":""}`, nil, 0},
+		{"malformed id", "GET", "/api/me/tasks/nope", "", nil, 0},
+	}
+	e.do("POST", "/api/me/tasks", tok, `{"title":"second"}`)
+	next := nextLink(t, e.do("GET", "/api/me/tasks?limit=1", tok, nil).Header)
+	for _, c := range calls {
+		path := c.path
+		switch {
+		case c.name == "list, next page":
+			path = next
+		case c.name == "create with a key":
+			c.headers = map[string]string{"Idempotency-Key": fmt.Sprint("key-", time.Now().UnixNano())}
+		}
+		for round := range 3 { // the first rounds prepare statements on the connection
+			p := path
+			if c.name == "delete" {
+				p = "/api/me/tasks/" + fresh()
+			}
+			headers := map[string]string{}
+			for k, v := range c.headers {
+				headers[k] = v
+			}
+			if c.name == "create with a key" {
+				headers["Idempotency-Key"] = fmt.Sprint("key-", round)
+			}
+			before := counter.n.Load()
+			res := e.doWith(c.method, p, tok, headers, c.body)
+			got := counter.n.Load() - before
+			if res.Status >= 500 || (c.want > 0 && res.Status >= 400) {
+				t.Fatalf("%s: status %d %s", c.name, res.Status, res.Body)
+			}
+			if round == 2 && got != c.want {
+				t.Errorf("%s: %d round trips, want %d", c.name, got, c.want)
+			}
+		}
+	}
+
+	// A pooled connection that sat idle for a while is not pinged before use:
+	// a quiet service still pays one round trip per request.
+	time.Sleep(1500 * time.Millisecond)
+	before := counter.n.Load()
+	e.do("GET", "/api/me/tasks/"+seed.ID, tok, nil)
+	if got := counter.n.Load() - before; got != 1 {
+		t.Errorf("get after 1.5 s idle: %d round trips, want 1", got)
+	}
+}
