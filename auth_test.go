@@ -35,7 +35,7 @@ type signingKey struct {
 	priv   crypto.Signer
 }
 
-func newEd25519Key(t *testing.T, kid string) signingKey {
+func newEd25519Key(t testing.TB, kid string) signingKey {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +60,7 @@ func newRS256Key(t *testing.T, kid string) signingKey {
 }
 
 // jwk returns the public half of k as a JWK, the way Better Auth publishes it.
-func (k signingKey) jwk(t *testing.T) map[string]string {
+func (k signingKey) jwk(t testing.TB) map[string]string {
 	b64 := base64.RawURLEncoding.EncodeToString
 	j := map[string]string{"kid": k.kid, "alg": k.method.Alg()}
 	switch pub := k.priv.Public().(type) {
@@ -79,7 +79,7 @@ func (k signingKey) jwk(t *testing.T) map[string]string {
 }
 
 // sign returns a token signed by k with claims, setting k's kid.
-func (k signingKey) sign(t *testing.T, claims jwt.MapClaims) string {
+func (k signingKey) sign(t testing.TB, claims jwt.MapClaims) string {
 	tok := jwt.NewWithClaims(k.method, claims)
 	tok.Header["kid"] = k.kid
 	s, err := tok.SignedString(k.priv)
@@ -105,7 +105,7 @@ type jwksServer struct {
 	status  atomic.Int32 // when not 0, answer with this status instead
 }
 
-func newJWKSServer(t *testing.T, keys ...map[string]string) *jwksServer {
+func newJWKSServer(t testing.TB, keys ...map[string]string) *jwksServer {
 	s := &jwksServer{keys: keys}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.fetches.Add(1)

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -415,16 +416,60 @@ func TestListPlansUseIndexes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for key, query := range listSQL {
-		args := []any{"u7", nil, nil, nil, nil, nil, nil, nil, 101}
-		if key.page {
-			var first Task
-			first.CreatedAt, first.UpdatedAt, first.Title, first.Priority = time.Now(), time.Now(), "mine 50", "medium"
-			args = append(args, SortKey(key.sort, key.desc, first), "00000000-0000-4000-8000-000000000000")
+	pending := false
+	for sort := range listSorts {
+		for _, desc := range []bool{false, true} {
+			for _, page := range []bool{false, true} {
+				for _, filtered := range []bool{false, true} {
+					opts := ListOptions{Sort: sort, Desc: desc, Limit: 101}
+					if page {
+						first := Task{CreatedAt: time.Now(), UpdatedAt: time.Now(), Title: "mine 50", Priority: "medium"}
+						opts.After = &Position{Key: SortKey(sort, desc, first), ID: "00000000-0000-4000-8000-000000000000"}
+					}
+					if filtered {
+						opts.Completed = &pending
+					}
+					explainList(t, db, opts)
+				}
+			}
 		}
-		rows, err := db.QueryContext(ctx, "EXPLAIN "+query, args...)
+	}
+}
+
+// explainList fails the test unless the list statement for opts is an index
+// scan that needs no sort, both as planned for its arguments and as the
+// generic plan PostgreSQL caches for a prepared statement after a few runs.
+func explainList(t *testing.T, db *sql.DB, opts ListOptions) {
+	t.Helper()
+	query, args, err := listQuery("u7", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	literals := make([]string, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case string:
+			literals[i] = "'" + strings.ReplaceAll(v, "'", "''") + "'"
+		default:
+			literals[i] = fmt.Sprint(v)
+		}
+	}
+	name := fmt.Sprintf("sort=%s desc=%v page=%v status=%v", opts.Sort, opts.Desc, opts.After != nil, opts.Completed != nil)
+	for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+		for _, stmt := range []string{"SET plan_cache_mode = " + mode, "PREPARE list AS " + query} {
+			if _, err := conn.ExecContext(ctx, stmt); err != nil {
+				t.Fatalf("%s: %s: %v", name, stmt, err)
+			}
+		}
+		rows, err := conn.QueryContext(ctx, "EXPLAIN EXECUTE list("+strings.Join(literals, ", ")+")")
 		if err != nil {
-			t.Fatalf("%+v: %v", key, err)
+			t.Fatalf("%s: %v", name, err)
 		}
 		var plan []string
 		for rows.Next() {
@@ -433,9 +478,15 @@ func TestListPlansUseIndexes(t *testing.T) {
 			plan = append(plan, line)
 		}
 		rows.Close()
+		if _, err := conn.ExecContext(ctx, "DEALLOCATE list"); err != nil {
+			t.Fatal(err)
+		}
 		text := strings.Join(plan, "\n")
 		if !strings.Contains(text, "Index Scan") || strings.Contains(text, "Sort") || strings.Contains(text, "Seq Scan") {
-			t.Errorf("%+v: the plan is not an index scan without a sort:\n%s", key, text)
+			t.Errorf("%s, %s: the plan is not an index scan without a sort:\n%s", name, mode, text)
 		}
+	}
+	if _, err := conn.ExecContext(ctx, "RESET plan_cache_mode"); err != nil {
+		t.Fatal(err)
 	}
 }

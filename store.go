@@ -238,19 +238,6 @@ const accountSQL = `SELECT u.email, u.name, u.created_at, s.total, s.completed, 
 // (ON DELETE CASCADE), in the statement's one transaction.
 const deleteAccountSQL = `DELETE FROM users WHERE id = $1`
 
-// listFilterSQL selects one user's tasks. Each filter is off when its
-// parameter is NULL, so one statement text serves every combination.
-const listFilterSQL = `SELECT ` + taskColumns + ` FROM tasks
-WHERE user_id = $1
-  AND ($2::boolean IS NULL OR completed = $2)
-  AND ($3::text IS NULL OR title ILIKE $3 OR description ILIKE $3)
-  AND ($4::text IS NULL OR priority = $4)
-  AND ($5::text[] IS NULL OR tags @> $5)
-  AND ($6::timestamptz IS NULL OR due_date < $6)
-  AND ($7::timestamptz IS NULL OR due_date >= $7)
-  AND ($8::boolean IS NULL OR coalesce(NOT completed AND due_date < now(), false) = $8)
-`
-
 // listSort is one sort order: the SQL expression of its key, which an index
 // of schema.sql matches exactly, and the key's type in a cursor.
 type listSort struct {
@@ -271,30 +258,72 @@ var listSorts = map[string][2]listSort{
 // priorityRank orders priorities low < medium < high, not alphabetically.
 const priorityRank = `(CASE priority WHEN 'low' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END)`
 
-// listSQL holds the list statement of every sort, direction and page kind
-// (first or later), made once from the fixed pieces above. A later page
-// starts after a position with a row comparison, which the index serves as
-// a range: each page costs the same however deep it is.
-var listSQL = func() map[listQueryKey]string {
-	m := map[listQueryKey]string{}
-	for name, dirs := range listSorts {
-		for i, desc := range []bool{false, true} {
-			ls, dir, cmp := dirs[i], "ASC", ">"
-			if desc {
-				dir, cmp = "DESC", "<"
+// listQuery returns the statement and arguments of a list. It is put
+// together from fixed pieces only (user input goes in the arguments), with a
+// condition for each filter in use and none for the rest, so that every
+// statement has a plain plan that PostgreSQL can cache: an index range scan
+// in the order asked for, stopped by the LIMIT. A later page starts after a
+// position with a row comparison, which the same index serves as a range, so
+// each page costs the same however deep it is.
+func listQuery(userID string, opts ListOptions) (string, []any, error) {
+	dirs, ok := listSorts[opts.Sort]
+	if !ok {
+		return "", nil, fmt.Errorf("unknown sort %q", opts.Sort)
+	}
+	ls, dir, cmp := dirs[0], "ASC", ">"
+	if opts.Desc {
+		ls, dir, cmp = dirs[1], "DESC", "<"
+	}
+	var q strings.Builder
+	args := []any{userID}
+	q.WriteString("SELECT " + taskColumns + " FROM tasks WHERE user_id = $1")
+	// where adds a condition; each ? in it stands for the next argument.
+	where := func(cond string, values ...any) {
+		q.WriteString("\n  AND ")
+		for _, part := range strings.SplitAfter(cond, "?") {
+			if strings.HasSuffix(part, "?") {
+				args = append(args, values[0])
+				values = values[1:]
+				part = strings.TrimSuffix(part, "?") + "$" + strconv.Itoa(len(args))
 			}
-			order := "ORDER BY " + ls.expr + " " + dir + ", id " + dir + "\nLIMIT $9"
-			m[listQueryKey{name, desc, false}] = listFilterSQL + order
-			m[listQueryKey{name, desc, true}] = listFilterSQL +
-				"  AND (" + ls.expr + ", id) " + cmp + " ($10::text::" + ls.typ + ", $11::uuid)\n" + order
+			q.WriteString(part)
 		}
 	}
-	return m
-}()
-
-type listQueryKey struct {
-	sort       string
-	desc, page bool
+	if opts.Completed != nil {
+		where("completed = ?", *opts.Completed)
+	}
+	if opts.Query != "" {
+		pattern := "%" + likeEscaper.Replace(opts.Query) + "%"
+		where("(title ILIKE ? OR description ILIKE ?)", pattern, pattern)
+	}
+	if opts.Priority != "" {
+		where("priority = ?", opts.Priority)
+	}
+	if len(opts.Tags) > 0 {
+		where("tags @> ?", opts.Tags)
+	}
+	if opts.DueBefore != nil {
+		where("due_date < ?", *opts.DueBefore)
+	}
+	if opts.DueAfter != nil {
+		where("due_date >= ?", *opts.DueAfter)
+	}
+	if opts.Overdue != nil {
+		if *opts.Overdue {
+			where("NOT completed AND due_date < now()")
+		} else {
+			where("(completed OR due_date IS NULL OR due_date >= now())")
+		}
+	}
+	if p := opts.After; p != nil {
+		if !validSortKey(opts.Sort, p.Key) || !isUUID(p.ID) {
+			return "", nil, fmt.Errorf("bad position %+v", *p)
+		}
+		where("("+ls.expr+", id) "+cmp+" (?::text::"+ls.typ+", ?::uuid)", p.Key, p.ID)
+	}
+	args = append(args, opts.Limit)
+	q.WriteString("\nORDER BY " + ls.expr + " " + dir + ", id " + dir + "\nLIMIT $" + strconv.Itoa(len(args)))
+	return q.String(), args, nil
 }
 
 // SortKey returns t's key in the given order, as a Position holds it.
@@ -357,22 +386,9 @@ func NewStore(db *sql.DB, timeout time.Duration) *Store {
 // in its order, after opts.After. It returns an empty, non-nil slice when
 // there are none.
 func (s *Store) ListTasks(ctx context.Context, userID string, opts ListOptions) ([]Task, error) {
-	query, ok := listSQL[listQueryKey{opts.Sort, opts.Desc, opts.After != nil}]
-	if !ok {
-		return nil, fmt.Errorf("list tasks: unknown sort %q", opts.Sort)
-	}
-	args := []any{userID, opts.Completed, nil, nilIfEmpty(opts.Priority), nil, opts.DueBefore, opts.DueAfter, opts.Overdue, opts.Limit}
-	if opts.Query != "" {
-		args[2] = "%" + likeEscaper.Replace(opts.Query) + "%"
-	}
-	if len(opts.Tags) > 0 {
-		args[4] = opts.Tags
-	}
-	if opts.After != nil {
-		if !validSortKey(opts.Sort, opts.After.Key) || !isUUID(opts.After.ID) {
-			return nil, fmt.Errorf("list tasks: bad position %+v", *opts.After)
-		}
-		args = append(args, opts.After.Key, opts.After.ID)
+	query, args, err := listQuery(userID, opts)
+	if err != nil {
+		return nil, fmt.Errorf("list tasks: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
@@ -398,14 +414,6 @@ func (s *Store) ListTasks(ctx context.Context, userID string, opts ListOptions) 
 // likeEscaper makes % and _ (and the escape character itself) match
 // literally in an ILIKE pattern.
 var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
-
-// nilIfEmpty turns "" into SQL NULL.
-func nilIfEmpty(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
 
 // Stats counts the user's tasks.
 func (s *Store) Stats(ctx context.Context, userID string) (Stats, error) {
