@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -120,6 +121,8 @@ type Verifier struct {
 	cfg    VerifierConfig
 	keys   *keySet // nil without a JWKS URL
 	parser *jwt.Parser
+	cache  *tokenCache
+	now    func() time.Time // time.Now, but for tests
 }
 
 // NewVerifier returns a Verifier for cfg.
@@ -128,7 +131,7 @@ func NewVerifier(cfg VerifierConfig, logger *slog.Logger) *Verifier {
 	if len(cfg.Secret) > 0 {
 		methods = append(methods, jwt.SigningMethodHS256.Alg())
 	}
-	v := &Verifier{cfg: cfg}
+	v := &Verifier{cfg: cfg, cache: newTokenCache(tokenCacheSize), now: time.Now}
 	if cfg.JWKSURL != "" {
 		methods = append(methods, jwt.SigningMethodEdDSA.Alg(), jwt.SigningMethodES256.Alg(), jwt.SigningMethodRS256.Alg())
 		v.keys = newKeySet(cfg.JWKSURL, cfg.Client, logger)
@@ -138,6 +141,7 @@ func NewVerifier(cfg VerifierConfig, logger *slog.Logger) *Verifier {
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(clockLeeway),
+		jwt.WithTimeFunc(func() time.Time { return v.now() }),
 	)
 	return v
 }
@@ -159,6 +163,12 @@ type tokenClaims struct {
 func (v *Verifier) Verify(ctx context.Context, raw string) (User, error) {
 	if len(raw) > maxTokenBytes {
 		return User{}, fmt.Errorf("%w: token of %d bytes", errInvalidToken, len(raw))
+	}
+	// A token seen before, byte for byte, was verified then: its signature
+	// cannot have changed, and the cache forgets it at its exp.
+	digest := sha256.Sum256([]byte(raw))
+	if u, ok := v.cache.get(digest, v.now()); ok {
+		return u, nil
 	}
 	var (
 		claims   tokenClaims
@@ -214,7 +224,68 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (User, error) {
 	if id == nil || !validUserID(*id) {
 		return User{}, fmt.Errorf("%w: no usable user id in sub, userId or id", errInvalidToken)
 	}
-	return User{ID: *id, Email: cleanClaim(claims.Email, 320), Name: cleanClaim(claims.Name, 255)}, nil
+	u := User{ID: *id, Email: cleanClaim(claims.Email, 320), Name: cleanClaim(claims.Name, 255)}
+	v.cache.put(digest, u, claims.ExpiresAt.Time, v.now())
+	return u, nil
+}
+
+// tokenCacheSize bounds the verified-token cache: about 2 MB when full.
+const tokenCacheSize = 10_000
+
+// tokenCache remembers verified tokens until they expire, by their SHA-256,
+// so that a client's repeated requests skip the signature check: an EdDSA or
+// RSA verification costs tens of microseconds, a lookup well under one. It
+// holds at most max tokens. A token stays valid here until its exp even if
+// the key that signed it is withdrawn from the JWKS meanwhile; Better Auth's
+// tokens live 15 minutes.
+type tokenCache struct {
+	mu      sync.RWMutex
+	max     int
+	entries map[[sha256.Size]byte]cachedToken
+}
+
+type cachedToken struct {
+	user User
+	exp  time.Time
+}
+
+func newTokenCache(max int) *tokenCache {
+	return &tokenCache{max: max, entries: make(map[[sha256.Size]byte]cachedToken)}
+}
+
+// get returns the user of a cached token that has not expired at now.
+func (c *tokenCache) get(digest [sha256.Size]byte, now time.Time) (User, bool) {
+	c.mu.RLock()
+	e, ok := c.entries[digest]
+	c.mu.RUnlock()
+	if !ok || !now.Before(e.exp) {
+		return User{}, false
+	}
+	return e.user, true
+}
+
+// put caches a verified token until exp. When the cache is full it first
+// drops expired tokens, then, if it must, an arbitrary half of the rest.
+func (c *tokenCache) put(digest [sha256.Size]byte, u User, exp, now time.Time) {
+	if !now.Before(exp) || c.max == 0 {
+		return // accepted within the clock leeway (or no cache): verify it every time
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= c.max {
+		for k, e := range c.entries {
+			if !now.Before(e.exp) {
+				delete(c.entries, k)
+			}
+		}
+		for k := range c.entries {
+			if len(c.entries) < c.max/2 {
+				break
+			}
+			delete(c.entries, k)
+		}
+	}
+	c.entries[digest] = cachedToken{user: u, exp: exp}
 }
 
 // cmpPtr returns the first non-nil pointer, or nil.

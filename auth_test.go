@@ -9,9 +9,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/big"
 	"net/http"
@@ -91,7 +93,11 @@ func (k signingKey) sign(t testing.TB, claims jwt.MapClaims) string {
 
 // betterAuthClaims are the claims of a Better Auth JWT for user id.
 func betterAuthClaims(id string) jwt.MapClaims {
-	now := time.Now()
+	return betterAuthClaimsAt(id, time.Now())
+}
+
+// betterAuthClaimsAt is betterAuthClaims for a token issued at now.
+func betterAuthClaimsAt(id string, now time.Time) jwt.MapClaims {
 	return jwt.MapClaims{"sub": id, "iss": authBaseURL, "aud": authBaseURL, "iat": now.Unix(),
 		"exp": now.Add(15 * time.Minute).Unix(), "email": id + "@example.com", "name": "User " + id}
 }
@@ -134,7 +140,7 @@ type fakeClock struct{ ns atomic.Int64 }
 func (c *fakeClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 func newFakeClock() *fakeClock               { c := &fakeClock{}; c.ns.Store(time.Now().UnixNano()); return c }
-func (e *testEnv) useClock(c *fakeClock)     { e.verifier.keys.now = c.now }
+func (e *testEnv) useClock(c *fakeClock)     { e.verifier.keys.now, e.verifier.now = c.now, c.now }
 func jwksConfig(url string) *VerifierConfig {
 	return &VerifierConfig{
 		Secret:     testSecret,
@@ -367,10 +373,10 @@ func TestJWKSRotationAndRefetchLimit(t *testing.T) {
 		return e.do("GET", "/api/me/tasks", tok, nil).Status
 	}
 
-	if s := get(old.sign(t, betterAuthClaims("u"))); s != 200 || jwks.fetches.Load() != 1 {
+	if s := get(old.sign(t, betterAuthClaimsAt("u", clock.now()))); s != 200 || jwks.fetches.Load() != 1 {
 		t.Fatalf("first token: status %d after %d fetches, want 200 after 1", s, jwks.fetches.Load())
 	}
-	if s := get(old.sign(t, betterAuthClaims("u"))); s != 200 || jwks.fetches.Load() != 1 {
+	if s := get(old.sign(t, betterAuthClaimsAt("u", clock.now()))); s != 200 || jwks.fetches.Load() != 1 {
 		t.Fatalf("known kid: status %d after %d fetches, want 200 from the cache", s, jwks.fetches.Load())
 	}
 
@@ -380,7 +386,7 @@ func TestJWKSRotationAndRefetchLimit(t *testing.T) {
 	clock.advance(10 * time.Second)
 	for i := range 20 {
 		bogus := newEd25519Key(t, "bogus-"+string(rune('a'+i)))
-		if s := get(bogus.sign(t, betterAuthClaims("u"))); s != 401 {
+		if s := get(bogus.sign(t, betterAuthClaimsAt("u", clock.now()))); s != 401 {
 			t.Errorf("made-up kid: status %d, want 401", s)
 		}
 	}
@@ -388,18 +394,18 @@ func TestJWKSRotationAndRefetchLimit(t *testing.T) {
 		t.Errorf("made-up kids caused %d fetches in 30 s, want none beyond the first", n-1)
 	}
 	clock.advance(25 * time.Second)
-	if s := get(next.sign(t, betterAuthClaims("u"))); s != 200 || jwks.fetches.Load() != 2 {
+	if s := get(next.sign(t, betterAuthClaimsAt("u", clock.now()))); s != 200 || jwks.fetches.Load() != 2 {
 		t.Errorf("rotated key after 35 s: status %d after %d fetches, want 200 after 2", s, jwks.fetches.Load())
 	}
 
 	// The old key is withdrawn; once the cached set is an hour old it is
-	// fetched again and the old key stops verifying.
+	// fetched again and the old key stops verifying new tokens.
 	jwks.setKeys(next.jwk(t))
 	clock.advance(61 * time.Minute)
-	if s := get(old.sign(t, betterAuthClaims("u"))); s != 401 {
+	if s := get(old.sign(t, betterAuthClaimsAt("u", clock.now()))); s != 401 {
 		t.Errorf("withdrawn key: status %d, want 401", s)
 	}
-	if s := get(next.sign(t, betterAuthClaims("u"))); s != 200 {
+	if s := get(next.sign(t, betterAuthClaimsAt("u", clock.now()))); s != 200 {
 		t.Errorf("current key: status %d, want 200", s)
 	}
 }
@@ -412,7 +418,8 @@ func TestJWKSUnavailable(t *testing.T) {
 	e := newTestEnv(t, jwksConfig(jwks.URL))
 	clock := newFakeClock()
 	e.useClock(clock)
-	tok := ed.sign(t, betterAuthClaims("u"))
+	tok := ed.sign(t, betterAuthClaimsAt("u", clock.now()))
+	fresh := func() string { return ed.sign(t, betterAuthClaimsAt("u", clock.now())) }
 
 	res := e.do("GET", "/api/me/tasks", tok, nil)
 	if res.Status != 503 || res.Header.Get("Retry-After") == "" {
@@ -429,13 +436,13 @@ func TestJWKSUnavailable(t *testing.T) {
 	}
 	jwks.status.Store(0)
 	clock.advance(31 * time.Second)
-	if res := e.do("GET", "/api/me/tasks", tok, nil); res.Status != 200 {
+	if res := e.do("GET", "/api/me/tasks", fresh(), nil); res.Status != 200 {
 		t.Errorf("JWKS back: status %d, want 200", res.Status)
 	}
 	// Once keys are known, an outage leaves them working.
 	jwks.status.Store(http.StatusInternalServerError)
 	clock.advance(2 * time.Hour)
-	if res := e.do("GET", "/api/me/tasks", tok, nil); res.Status != 200 {
+	if res := e.do("GET", "/api/me/tasks", fresh(), nil); res.Status != 200 {
 		t.Errorf("JWKS down after keys were fetched: status %d, want 200 with the known key", res.Status)
 	}
 }
@@ -526,5 +533,57 @@ func TestTokenCommand(t *testing.T) {
 	jwt.NewParser().ParseWithClaims(strings.TrimSpace(out.String()), &claims, func(*jwt.Token) (any, error) { return testSecret, nil })
 	if ttl := time.Until(claims.ExpiresAt.Time); ttl > 2*time.Minute || ttl < time.Minute {
 		t.Errorf("token lives %v, want about 2m", ttl)
+	}
+}
+
+func TestVerifiedTokenCache(t *testing.T) {
+	t.Parallel()
+	ed := newEd25519Key(t, "ed-1")
+	jwks := newJWKSServer(t, ed.jwk(t))
+	v := NewVerifier(*jwksConfig(jwks.URL), slog.New(slog.DiscardHandler))
+	clock := newFakeClock()
+	v.now, v.keys.now = clock.now, clock.now
+	ctx := context.Background()
+
+	claims := betterAuthClaimsAt("cached", clock.now())
+	claims["exp"] = clock.now().Add(time.Minute).Unix()
+	tok := ed.sign(t, claims)
+	for range 3 {
+		if u, err := v.Verify(ctx, tok); err != nil || u.ID != "cached" || u.Email != "cached@example.com" {
+			t.Fatalf("Verify = %+v, %v", u, err)
+		}
+	}
+	if n := len(v.cache.entries); n != 1 {
+		t.Errorf("%d cached tokens, want 1", n)
+	}
+	// A token differing in one byte of its signature is no cache hit.
+	last := "A"
+	if tok[len(tok)-2] == 'A' {
+		last = "B"
+	}
+	tampered := tok[:len(tok)-2] + last + tok[len(tok)-1:]
+	if _, err := v.Verify(ctx, tampered); err == nil {
+		t.Error("a tampered copy of a cached token was accepted")
+	}
+	// Past exp and its leeway, the cached token is refused like any other.
+	clock.advance(time.Minute + clockLeeway + time.Second)
+	if _, err := v.Verify(ctx, tok); !errors.Is(err, errInvalidToken) {
+		t.Errorf("expired cached token: err = %v, want errInvalidToken", err)
+	}
+
+	// The cache stays bounded.
+	c := newTokenCache(100)
+	now := time.Now()
+	for i := range 1000 {
+		c.put(sha256.Sum256([]byte(fmt.Sprint(i))), User{ID: "u"}, now.Add(time.Hour), now)
+		if len(c.entries) > 100 {
+			t.Fatalf("cache holds %d tokens, max 100", len(c.entries))
+		}
+	}
+	if _, ok := c.get(sha256.Sum256([]byte("999")), now); !ok {
+		t.Error("the newest token is not cached")
+	}
+	if _, ok := c.get(sha256.Sum256([]byte("999")), now.Add(2*time.Hour)); ok {
+		t.Error("a token is served from the cache past its exp")
 	}
 }

@@ -105,16 +105,25 @@ func BenchmarkVerify(b *testing.B) {
 		{"HS256", NewVerifier(VerifierConfig{Secret: testSecret}, logger), hsTok},
 		{"EdDSA", NewVerifier(*jwksConfig(jwks.URL), logger), ed.sign(b, betterAuthClaims("bench"))},
 	} {
-		b.Run(bc.name, func(b *testing.B) {
-			if _, err := bc.v.Verify(ctx, bc.tok); err != nil { // warm the key set
-				b.Fatal(err)
+		for _, cached := range []bool{false, true} {
+			name := bc.name + "/uncached"
+			if cached {
+				name = bc.name + "/cached"
+			} else {
+				bc.v.cache = newTokenCache(0)
 			}
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := bc.v.Verify(ctx, bc.tok); err != nil {
+			b.Run(name, func(b *testing.B) {
+				if _, err := bc.v.Verify(ctx, bc.tok); err != nil { // warm the key set
 					b.Fatal(err)
 				}
-			}
-		})
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := bc.v.Verify(ctx, bc.tok); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			bc.v.cache = newTokenCache(tokenCacheSize)
+		}
 	}
 }
