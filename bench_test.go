@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -124,6 +125,38 @@ func BenchmarkVerify(b *testing.B) {
 				}
 			})
 			bc.v.cache = newTokenCache(tokenCacheSize)
+		}
+	}
+}
+
+// TestBenchSQLMirrorsStore keeps the pgbench scripts of bench/run running
+// the statements taskapi runs, with pgbench variables (or, where pgbench has
+// no strings, constants) in place of the parameters.
+func TestBenchSQLMirrorsStore(t *testing.T) {
+	t.Parallel()
+	list, _, err := listQuery("u", ListOptions{Sort: "created", Desc: true, Limit: 21})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string]string{
+		"bench/list.sql": strings.NewReplacer("$1", ":u", "$2", ":lim").Replace(list),
+		"bench/get.sql": strings.NewReplacer("$1", "('00000000-0000-4000-8000-' || lpad(:m::text, 12, '0'))::uuid",
+			"$2", ":u").Replace(getTaskSQL),
+		"bench/create.sql": strings.NewReplacer("$1", ":u", "$2", "''", "$3", "''", "$4", "'bench task'", "$5", "NULL",
+			"$6", "false", "$7", "'high'", "$8", "NULL", "$9", "'{load}'").Replace(createTaskSQL),
+	} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sql []string
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if !strings.HasPrefix(line, `\set `) {
+				sql = append(sql, line)
+			}
+		}
+		if got := strings.TrimSuffix(strings.Join(sql, "\n"), ";"); got != want {
+			t.Errorf("%s runs\n%s\nbut taskapi runs\n%s", file, got, want)
 		}
 	}
 }
