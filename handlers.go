@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	_ "embed"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -25,27 +26,13 @@ import (
 // maxBodyBytes bounds every request body; a task is far smaller.
 const maxBodyBytes = 64 << 10
 
-// newServer returns the whole HTTP API: the route table, each route's own
+// newServer returns the whole HTTP API: the routes, each with its own
 // middleware, and the middleware every request passes through.
 func newServer(logger *slog.Logger, store *Store, verifier *Verifier, cursors cursorCodec, corsOrigins []string) http.Handler {
 	mux := http.NewServeMux()
-	auth := requireUser(verifier, logger)
-
-	mux.Handle("GET /healthz", handleHealthz())
-	mux.Handle("GET /readyz", handleReadyz(logger, store))
-
-	mux.Handle("GET /api/me", auth(handleAccountGet(logger, store)))
-	mux.Handle("DELETE /api/me", auth(handleAccountDelete(logger, store)))
-
-	mux.Handle("GET /api/{user_id}/tasks", auth(handleTaskList(logger, store, cursors)))
-	mux.Handle("POST /api/{user_id}/tasks", auth(handleTaskCreate(logger, store)))
-	mux.Handle("DELETE /api/{user_id}/tasks", auth(handleTaskDeleteCompleted(logger, store)))
-	mux.Handle("GET /api/{user_id}/tasks/stats", auth(handleTaskStats(logger, store)))
-	mux.Handle("GET /api/{user_id}/tasks/{id}", auth(handleTaskGet(logger, store)))
-	mux.Handle("PUT /api/{user_id}/tasks/{id}", auth(handleTaskUpdate(logger, store)))
-	mux.Handle("PATCH /api/{user_id}/tasks/{id}", auth(handleTaskUpdate(logger, store)))
-	mux.Handle("DELETE /api/{user_id}/tasks/{id}", auth(handleTaskDelete(logger, store)))
-	mux.Handle("PATCH /api/{user_id}/tasks/{id}/complete", auth(handleTaskComplete(logger, store)))
+	for _, r := range routes(logger, store, verifier, cursors) {
+		mux.Handle(r.pattern, r.handler)
+	}
 
 	// Inner to outer. recoverPanics is inside logRequests so that a panic
 	// is logged as the 500 it becomes.
@@ -58,11 +45,55 @@ func newServer(logger *slog.Logger, store *Store, verifier *Verifier, cursors cu
 	return h
 }
 
-// handleHealthz answers 200 while the process runs. It touches no database,
-// so a slow database never gets a healthy instance restarted.
-func handleHealthz() http.Handler {
+// route is one entry of the route table.
+type route struct {
+	pattern string
+	handler http.Handler
+}
+
+// routes is the route table: every pattern taskapi serves, with the
+// middleware of each. openapi.json describes exactly these.
+func routes(logger *slog.Logger, store *Store, verifier *Verifier, cursors cursorCodec) []route {
+	auth := requireUser(verifier, logger)
+	return []route{
+		{"GET /healthz", handleHealthz(buildVersion())},
+		{"GET /readyz", handleReadyz(logger, store)},
+		{"GET /openapi.json", handleOpenAPI()},
+
+		{"GET /api/me", auth(handleAccountGet(logger, store))},
+		{"DELETE /api/me", auth(handleAccountDelete(logger, store))},
+
+		{"GET /api/{user_id}/tasks", auth(handleTaskList(logger, store, cursors))},
+		{"POST /api/{user_id}/tasks", auth(handleTaskCreate(logger, store))},
+		{"DELETE /api/{user_id}/tasks", auth(handleTaskDeleteCompleted(logger, store))},
+		{"GET /api/{user_id}/tasks/stats", auth(handleTaskStats(logger, store))},
+		{"GET /api/{user_id}/tasks/{id}", auth(handleTaskGet(logger, store))},
+		{"PUT /api/{user_id}/tasks/{id}", auth(handleTaskUpdate(logger, store))},
+		{"PATCH /api/{user_id}/tasks/{id}", auth(handleTaskUpdate(logger, store))},
+		{"DELETE /api/{user_id}/tasks/{id}", auth(handleTaskDelete(logger, store))},
+		{"PATCH /api/{user_id}/tasks/{id}/complete", auth(handleTaskComplete(logger, store))},
+	}
+}
+
+// handleHealthz answers 200 while the process runs, with the version. It
+// touches no database, so a slow database never gets a healthy instance
+// restarted.
+func handleHealthz(version string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": version})
+	})
+}
+
+// openAPIDocument describes every route, parameter, header and schema.
+//
+//go:embed openapi.json
+var openAPIDocument []byte
+
+// handleOpenAPI serves the OpenAPI 3.1 document.
+func handleOpenAPI() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openAPIDocument)
 	})
 }
 

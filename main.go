@@ -6,6 +6,7 @@
 //
 //	taskapi                      serve the API (configured by environment variables)
 //	taskapi token [-sub ID] ...  print an HS256 token for trying the API by hand
+//	taskapi version              print the version
 package main
 
 import (
@@ -22,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,6 +46,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		switch args[1] {
 		case "token":
 			return runToken(args[2:], getenv, stdout, stderr)
+		case "version":
+			fmt.Fprintln(stdout, "taskapi", buildVersion())
+			return nil
 		case "help", "-h", "-help", "--help":
 			fmt.Fprintln(stdout, usage)
 			return nil
@@ -109,7 +114,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	logger.Info("listening", "addr", ln.Addr().String())
+	logger.Info("listening", "addr", ln.Addr().String(), "version", buildVersion())
 	if usingDevSecret {
 		token, err := mintToken(cfg.Secret, User{ID: "dev-user", Email: "dev@example.com"}, cfg.Issuer, cfg.Audience, 24*time.Hour)
 		if err != nil {
@@ -142,7 +147,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 const usage = `usage:
   taskapi                  serve the API; configuration comes from environment variables (see README.md)
   taskapi token [flags]    print an HS256 token signed with BETTER_AUTH_SECRET or the development secret
-                           flags: -sub ID (default dev-user), -email E, -name N, -ttl D (default 1h)`
+                           flags: -sub ID (default dev-user), -email E, -name N, -ttl D (default 1h)
+  taskapi version          print the version`
 
 // runToken implements `taskapi token`.
 func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -175,6 +181,36 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 	}
 	fmt.Fprintln(stdout, token)
 	return nil
+}
+
+// buildVersion returns the version the binary was built as: the module
+// version when installed from a tag, else "devel" with the VCS revision and a
+// "-dirty" mark for uncommitted changes, as the go command records them.
+func buildVersion() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var revision, modified string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			revision = s.Value
+		case "vcs.modified":
+			modified = s.Value
+		}
+	}
+	if revision == "" {
+		return "devel"
+	}
+	v := "devel+" + revision[:min(12, len(revision))]
+	if modified == "true" {
+		v += "-dirty"
+	}
+	return v
 }
 
 // devSecret returns the development signing secret kept in dir, making it
