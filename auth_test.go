@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/big"
 	"net/http"
@@ -585,5 +586,23 @@ func TestVerifiedTokenCache(t *testing.T) {
 	}
 	if _, ok := c.get(sha256.Sum256([]byte("999")), now.Add(2*time.Hour)); ok {
 		t.Error("a token is served from the cache past its exp")
+	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"taskapi", "version"}, func(string) string { return "" }, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	want := "taskapi " + buildVersion() + "\n"
+	if out.String() != want || buildVersion() == "" {
+		t.Errorf("taskapi version printed %q, want %q", out.String(), want)
+	}
+	rec := httptest.NewRecorder()
+	handleHealthz(buildVersion()).ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+	var body map[string]string
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body["status"] != "ok" || body["version"] != buildVersion() {
+		t.Errorf("/healthz = %s", rec.Body)
 	}
 }

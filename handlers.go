@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"runtime/debug"
@@ -28,9 +29,9 @@ const maxBodyBytes = 64 << 10
 
 // newServer returns the whole HTTP API: the routes, each with its own
 // middleware, and the middleware every request passes through.
-func newServer(logger *slog.Logger, store *Store, verifier *Verifier, cursors cursorCodec, corsOrigins []string) http.Handler {
+func newServer(logger *slog.Logger, store *Store, verifier *Verifier, limiter *rateLimiter, cursors cursorCodec, corsOrigins []string) http.Handler {
 	mux := http.NewServeMux()
-	for _, r := range routes(logger, store, verifier, cursors) {
+	for _, r := range routes(logger, store, verifier, limiter, cursors) {
 		mux.Handle(r.pattern, r.handler)
 	}
 
@@ -38,6 +39,7 @@ func newServer(logger *slog.Logger, store *Store, verifier *Verifier, cursors cu
 	// is logged as the 500 it becomes.
 	var h http.Handler = mux
 	h = problemRoutes(h, logger)
+	h = limitQuery(h, logger)
 	h = cors(h, corsOrigins)
 	h = secureHeaders(h)
 	h = recoverPanics(h, logger)
@@ -53,8 +55,9 @@ type route struct {
 
 // routes is the route table: every pattern taskapi serves, with the
 // middleware of each. openapi.json describes exactly these.
-func routes(logger *slog.Logger, store *Store, verifier *Verifier, cursors cursorCodec) []route {
-	auth := requireUser(verifier, logger)
+func routes(logger *slog.Logger, store *Store, verifier *Verifier, limiter *rateLimiter, cursors cursorCodec) []route {
+	authenticate, limit := requireUser(verifier, logger), limitRate(limiter, logger)
+	auth := func(h http.Handler) http.Handler { return authenticate(limit(h)) }
 	return []route{
 		{"GET /healthz", handleHealthz(buildVersion())},
 		{"GET /readyz", handleReadyz(logger, store)},
@@ -868,8 +871,9 @@ type problem struct {
 func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
 	p := problem{Type: "about:blank", RequestID: requestIDFrom(r.Context())}
 	var (
-		fieldErrs  fieldErrors
-		badRequest badRequestError
+		fieldErrs   fieldErrors
+		badRequest  badRequestError
+		rateLimited *rateLimitedError
 	)
 	switch {
 	case errors.Is(err, errMissingToken):
@@ -898,6 +902,9 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 		p.Status, p.Detail = http.StatusUnprocessableEntity, "a value is not acceptable"
 		logger.LogAttrs(r.Context(), slog.LevelWarn, "database rejected a validated value",
 			slog.String("request_id", p.RequestID), slog.String("err", err.Error()))
+	case errors.As(err, &rateLimited):
+		p.Status, p.Detail = http.StatusTooManyRequests, "too many requests; slow down"
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(rateLimited.retryAfter.Seconds(), 1)))))
 	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrKeysUnavailable):
 		p.Status, p.Detail = http.StatusServiceUnavailable, "a service taskapi depends on is unavailable; try again shortly"
 		w.Header().Set("Retry-After", "1")
@@ -988,6 +995,21 @@ func cors(next http.Handler, origins []string) http.Handler {
 			return
 		}
 		h.Set("Access-Control-Expose-Headers", "Location, ETag, Link, Retry-After, X-Request-ID, Idempotent-Replayed")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// maxQueryBytes bounds the query string; a real one is far shorter.
+const maxQueryBytes = 8 << 10
+
+// limitQuery refuses a query string over maxQueryBytes with 400 before any
+// work is done on it.
+func limitQuery(next http.Handler, logger *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.URL.RawQuery) > maxQueryBytes {
+			writeError(w, r, logger, badRequest("the query string is longer than %d bytes", maxQueryBytes))
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
 }

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -100,14 +101,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	verifier := NewVerifier(cfg.verifierConfig(), logger)
 	srv := &http.Server{
-		Handler:           newServer(logger, NewStore(db, cfg.QueryTimeout), verifier, cursorCodec{cursorKey}, cfg.CORSOrigins),
+		Handler: newServer(logger, NewStore(db, cfg.QueryTimeout), verifier,
+			newRateLimiter(cfg.RateLimit, cfg.RateBurst), cursorCodec{cursorKey}, cfg.CORSOrigins),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		// Longer than the slowest honest request: a statement timeout plus
 		// a JWKS fetch.
 		WriteTimeout:   cfg.QueryTimeout + 15*time.Second,
 		IdleTimeout:    2 * time.Minute,
-		MaxHeaderBytes: 64 << 10,
+		MaxHeaderBytes: 1 << 20, // larger headers are cut off with 431
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, cfg.Port))
@@ -183,9 +185,9 @@ func runToken(args []string, getenv func(string) string, stdout, stderr io.Write
 	return nil
 }
 
-// buildVersion returns the version the binary was built as: the module
-// version when installed from a tag, else "devel" with the VCS revision and a
-// "-dirty" mark for uncommitted changes, as the go command records them.
+// buildVersion returns the version the go command recorded in the binary:
+// the module version (a tag, or a pseudo-version made from the commit when
+// built in a git checkout), else "devel" with the VCS revision if known.
 func buildVersion() string {
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
@@ -241,6 +243,9 @@ type config struct {
 
 	QueryTimeout    time.Duration
 	ShutdownTimeout time.Duration
+
+	RateLimit float64 // requests a second per user; 0 turns limiting off
+	RateBurst int
 
 	Secret           []byte
 	AuthURL          string // Better Auth's base URL
@@ -313,6 +318,15 @@ func loadConfig(getenv func(string) string) (config, error) {
 		BootTimeout:     durationVar("DB_BOOT_TIMEOUT", 30*time.Second),
 	}
 	c.DB.MaxIdleConns = intVar("DB_MAX_IDLE_CONNS", c.DB.MaxOpenConns)
+	c.RateBurst = intVar("RATE_LIMIT_BURST", 100)
+	c.RateLimit = 50
+	if v := getenv("RATE_LIMIT"); v != "" {
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || r < 0 || math.IsInf(r, 0) || math.IsNaN(r) {
+			errs = append(errs, fmt.Errorf("RATE_LIMIT must be requests a second per user (0 turns it off), not %q", v))
+		}
+		c.RateLimit = r
+	}
 	c.DevDB = c.DB.URL == ""
 	c.Host = getenv("HOST")
 	if c.DevDB && c.Host == "" {

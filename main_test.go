@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -118,7 +119,7 @@ var testSecret = []byte("test-secret-0123456789-0123456789-abcdef")
 
 // testEnv is a running API over a test database.
 type testEnv struct {
-	t        *testing.T
+	t        testing.TB
 	srv      *httptest.Server
 	db       *sql.DB
 	store    *Store
@@ -129,14 +130,14 @@ type testEnv struct {
 
 // newTestEnv starts the real handler, with its middleware and auth, over a
 // fresh test database. cfg defaults to shared-secret mode with testSecret.
-func newTestEnv(t *testing.T, cfg *VerifierConfig) *testEnv {
+func newTestEnv(t testing.TB, cfg *VerifierConfig) *testEnv {
 	t.Helper()
 	db, _ := newTestDB(t)
 	return newTestEnvOn(t, db, cfg)
 }
 
 // newTestEnvOn is newTestEnv over a database the test opened itself.
-func newTestEnvOn(t *testing.T, db *sql.DB, cfg *VerifierConfig) *testEnv {
+func newTestEnvOn(t testing.TB, db *sql.DB, cfg *VerifierConfig) *testEnv {
 	t.Helper()
 	if cfg == nil {
 		cfg = &VerifierConfig{Secret: testSecret}
@@ -145,7 +146,7 @@ func newTestEnvOn(t *testing.T, db *sql.DB, cfg *VerifierConfig) *testEnv {
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	store := NewStore(db, 5*time.Second)
 	verifier := NewVerifier(*cfg, logger)
-	srv := httptest.NewServer(newServer(logger, store, verifier, cursorCodec{[]byte("test cursor key")}, []string{"https://app.example.com"}))
+	srv := httptest.NewServer(newServer(logger, store, verifier, nil, cursorCodec{[]byte("test cursor key")}, []string{"https://app.example.com"}))
 	t.Cleanup(srv.Close)
 	return &testEnv{t: t, srv: srv, db: db, store: store, verifier: verifier, logs: logs, secret: cfg.Secret}
 }
@@ -208,7 +209,7 @@ func (e *testEnv) do(method, path, token string, body any) response {
 }
 
 // task decodes the body as a Task.
-func (r response) task(t *testing.T) Task {
+func (r response) task(t testing.TB) Task {
 	t.Helper()
 	var task Task
 	if err := json.Unmarshal(r.Body, &task); err != nil {
@@ -218,7 +219,7 @@ func (r response) task(t *testing.T) Task {
 }
 
 // tasks decodes the body as a list of tasks.
-func (r response) tasks(t *testing.T) []Task {
+func (r response) tasks(t testing.TB) []Task {
 	t.Helper()
 	var tasks []Task
 	if err := json.Unmarshal(r.Body, &tasks); err != nil {
@@ -228,7 +229,7 @@ func (r response) tasks(t *testing.T) []Task {
 }
 
 // problem decodes the body as problem details, checking the content type.
-func (r response) problem(t *testing.T) problem {
+func (r response) problem(t testing.TB) problem {
 	t.Helper()
 	if ct := r.Header.Get("Content-Type"); ct != "application/problem+json" {
 		t.Errorf("Content-Type = %q, want application/problem+json (body %s)", ct, r.Body)
@@ -451,4 +452,12 @@ func TestLoadConfig(t *testing.T) {
 		vc.JWKSAudience != "https://auth.example.com" || vc.Issuer != "" || len(vc.Secret) != 0 {
 		t.Errorf("JWKS mode from BETTER_AUTH_URL: %+v", vc)
 	}
+}
+
+// testLogger discards everything.
+func testLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// isAuthError reports whether err is one of the errors Verify may return.
+func isAuthError(err error) bool {
+	return errors.Is(err, errInvalidToken) || errors.Is(err, ErrKeysUnavailable)
 }
