@@ -206,6 +206,11 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (User, error) {
 		return User{}, fmt.Errorf("%w: %w", errInvalidToken, err)
 	}
 
+	// A NumericDate past year 9999 is no date at all (1e300 overflows).
+	if exp := claims.ExpiresAt.Time; exp.Year() > 9999 || exp.Year() < 1970 {
+		return User{}, fmt.Errorf("%w: exp out of range", errInvalidToken)
+	}
+
 	issuer, audience := v.cfg.Issuer, v.cfg.Audience
 	if fromJWKS {
 		issuer, audience = v.cfg.JWKSIssuer, v.cfg.JWKSAudience

@@ -231,6 +231,9 @@ func TestAuthTable(t *testing.T) {
 		{"expired within leeway", "Bearer " + hs(with(plain, "exp", now.Add(-5*time.Second).Unix())), "u1"},
 		{"no exp", "Bearer " + hs(with(plain, "exp", nil)), ""},
 		{"exp as string", "Bearer " + hs(with(plain, "exp", "tomorrow")), ""},
+		{"exp huge", "Bearer " + hs(with(plain, "exp", 1e300)), ""},
+		{"exp past year 9999", "Bearer " + hs(with(plain, "exp", 1e12)), ""},
+		{"exp negative", "Bearer " + hs(with(plain, "exp", -1e300)), ""},
 		{"nbf in the future", "Bearer " + hs(with(plain, "nbf", now.Add(time.Hour).Unix())), ""},
 		{"nbf in the past", "Bearer " + hs(with(plain, "nbf", now.Add(-time.Minute).Unix())), "u1"},
 		{"iat in the future", "Bearer " + hs(with(plain, "iat", now.Add(time.Hour).Unix())), ""},
@@ -246,6 +249,9 @@ func TestAuthTable(t *testing.T) {
 		{"JWKS token, expired", "Bearer " + ed.sign(t, with(ba, "exp", now.Add(-time.Hour).Unix())), ""},
 		{"kid of another algorithm's key", "Bearer " + wrongAlgKidToken, ""},
 		{"jku header", "Bearer " + jkuToken, ""},
+		{"kid that is a URL", "Bearer " + signWithKid(t, ed, "https://evil.example.com/jwks.json", ba), ""},
+		{"kid that points nowhere", "Bearer " + signWithKid(t, ed, "no-such-key", ba), ""},
+		{"x5u header", "Bearer " + signWithHeader(t, ed, "x5u", "https://evil.example.com/cert.pem", ba), ""},
 		{"userId when sub is absent", "Bearer " + hs(with(with(plain, "sub", nil), "userId", "u2")), "u2"},
 		{"id when sub and userId are absent", "Bearer " + hs(with(with(plain, "sub", nil), "id", "u3")), "u3"},
 		{"empty sub does not fall back", "Bearer " + hs(with(with(plain, "sub", ""), "userId", "u2")), ""},
@@ -605,4 +611,21 @@ func TestVersion(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body["status"] != "ok" || body["version"] != buildVersion() {
 		t.Errorf("/healthz = %s", rec.Body)
 	}
+}
+
+// signWithKid signs claims with k but names another kid.
+func signWithKid(t testing.TB, k signingKey, kid string, claims jwt.MapClaims) string {
+	return signWithHeader(t, k, "kid", kid, claims)
+}
+
+// signWithHeader signs claims with k and sets one more header.
+func signWithHeader(t testing.TB, k signingKey, name, value string, claims jwt.MapClaims) string {
+	tok := jwt.NewWithClaims(k.method, claims)
+	tok.Header["kid"] = k.kid
+	tok.Header[name] = value
+	s, err := tok.SignedString(k.priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -27,6 +27,7 @@ type devPostgres struct {
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when the server process has exited
 	sockDir string
+	ownDir  bool // sockDir was made for this server
 	logPath string
 }
 
@@ -37,6 +38,9 @@ type devPostgresOptions struct {
 	LogPath string // the server's own log
 	// Throwaway turns off fsync and friends: for tests, whose data may be lost.
 	Throwaway bool
+	// SocketDir, when set, is where the server's socket goes, instead of a
+	// new temporary directory; a server restarted on it keeps its URL.
+	SocketDir string
 }
 
 // errNoPostgres means no PostgreSQL server binaries were found.
@@ -84,12 +88,13 @@ func startDevPostgres(ctx context.Context, opts devPostgresOptions) (pg *devPost
 
 	// A short directory of its own keeps the socket path under the 107-byte
 	// limit and away from other local users.
-	sockDir, err := os.MkdirTemp("", "taskapi-pg-")
-	if err != nil {
-		return nil, fmt.Errorf("development database: %w", err)
+	sockDir := opts.SocketDir
+	if sockDir == "" {
+		if sockDir, err = os.MkdirTemp("", "taskapi-pg-"); err != nil {
+			return nil, fmt.Errorf("development database: %w", err)
+		}
 	}
 	if err := owner.chown(sockDir); err != nil {
-		os.RemoveAll(sockDir)
 		return nil, err
 	}
 	args := []string{"-D", opts.DataDir, "-k", sockDir, "-c", "listen_addresses=", "-c", "unix_socket_permissions=0700"}
@@ -102,7 +107,9 @@ func startDevPostgres(ctx context.Context, opts devPostgresOptions) (pg *devPost
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = childProcAttr(owner)
 	if err := cmd.Start(); err != nil {
-		os.RemoveAll(sockDir)
+		if opts.SocketDir == "" {
+			os.RemoveAll(sockDir)
+		}
 		return nil, fmt.Errorf("development database: start postgres: %w", err)
 	}
 	pg = &devPostgres{
@@ -110,6 +117,7 @@ func startDevPostgres(ctx context.Context, opts devPostgresOptions) (pg *devPost
 		cmd:     cmd,
 		exited:  make(chan struct{}),
 		sockDir: sockDir,
+		ownDir:  opts.SocketDir == "",
 		logPath: opts.LogPath,
 	}
 	go func() { cmd.Wait(); close(pg.exited) }()
@@ -148,7 +156,8 @@ func (pg *devPostgres) waitReady(ctx context.Context, timeout time.Duration) err
 
 // Stop shuts the server down (PostgreSQL's "fast" shutdown: open sessions
 // are ended, committed data is kept), waits for it to exit, and removes its
-// socket directory. It is safe to call more than once.
+// socket directory unless it was given one. It is safe to call more than
+// once.
 func (pg *devPostgres) Stop() {
 	select {
 	case <-pg.exited:
@@ -161,7 +170,9 @@ func (pg *devPostgres) Stop() {
 			<-pg.exited
 		}
 	}
-	os.RemoveAll(pg.sockDir)
+	if pg.ownDir {
+		os.RemoveAll(pg.sockDir)
+	}
 }
 
 // findPostgresBin returns the directory holding initdb and postgres: the one

@@ -1,0 +1,523 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// passableTempDir returns a temporary directory that a database server run
+// as another user (when the tests run as root) can enter.
+func passableTempDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if os.Geteuid() == 0 {
+		for _, d := range []string{filepath.Dir(dir), dir} {
+			if err := os.Chmod(d, 0o711); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return dir
+}
+
+// ownPostgres starts a server of the test's own, which the test may stop
+// and start again on the same data and socket.
+func ownPostgres(t *testing.T) (start func() *devPostgres, url string) {
+	t.Helper()
+	dir := passableTempDir(t)
+	sock := filepath.Join(dir, "s")
+	if err := os.Mkdir(sock, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu      sync.Mutex
+		current *devPostgres
+	)
+	// start may run on another goroutine, so it reports with Errorf.
+	start = func() *devPostgres {
+		pg, err := startDevPostgres(context.Background(), devPostgresOptions{
+			DataDir: filepath.Join(dir, "data"), LogPath: filepath.Join(dir, "pg.log"), Throwaway: true, SocketDir: sock,
+		})
+		if err != nil {
+			t.Errorf("start PostgreSQL: %v", err)
+			return nil
+		}
+		mu.Lock()
+		current = pg
+		mu.Unlock()
+		return pg
+	}
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if current != nil {
+			current.Stop()
+		}
+	})
+	return start, "postgres:///postgres?user=taskapi&sslmode=disable&host=" + sock
+}
+
+//go:embed testdata/schema-v1.sql
+var schemaV1 string
+
+// TestUpgradeFromFirstSchema boots the current schema on a database made
+// and filled by the first one: nothing is lost, and the old rows work with
+// every new feature.
+func TestUpgradeFromFirstSchema(t *testing.T) {
+	t.Parallel()
+	db, _ := newTestDB(t)
+	ctx := context.Background()
+	if _, err := db.Exec(`DROP TABLE tasks, users, idempotency_keys, server_keys; DROP FUNCTION taskapi_tags_valid`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(schemaV1); err != nil {
+		t.Fatalf("load the first schema: %v", err)
+	}
+	if err := applySchema(ctx, db); err != nil {
+		t.Fatalf("upgrade: %v", err)
+	}
+	if err := applySchema(ctx, db); err != nil {
+		t.Fatalf("upgrade, again: %v", err)
+	}
+	e := newTestEnvOn(t, db, nil)
+	ada := e.token("4bX9aQ2mZk7LrT1vY8wE3nH6pJ0sD5cF")
+	tasks := e.do("GET", "/api/me/tasks?sort=title", ada, nil).tasks(t)
+	if len(tasks) != 2 || tasks[0].Title != "Done already" || tasks[1].Title != "Written before the upgrade" {
+		t.Fatalf("after the upgrade: %+v", tasks)
+	}
+	old := tasks[1]
+	if old.Version != 1 || old.Description == nil || *old.Description != "keep me" || len(old.Tags) != 2 ||
+		old.DueDate == nil || !old.CreatedAt.Equal(time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)) {
+		t.Errorf("an old task after the upgrade: %+v", old)
+	}
+	res := e.doWith("PATCH", "/api/me/tasks/"+old.ID, ada, map[string]string{"If-Match": `"1"`}, `{"completed":true}`)
+	if res.Status != 200 || res.Header.Get("ETag") != `"2"` {
+		t.Errorf("If-Match on an old task: %d, ETag %q", res.Status, res.Header.Get("ETag"))
+	}
+	if res := e.doWith("POST", "/api/me/tasks", ada, map[string]string{"Idempotency-Key": "k"}, `{"title":"new"}`); res.Status != 201 {
+		t.Errorf("keyed create after the upgrade: %d %s", res.Status, res.Body)
+	}
+	if next := nextLink(t, e.do("GET", "/api/me/tasks?limit=1", ada, nil).Header); next == "" {
+		t.Error("no next page after the upgrade")
+	} else if res := e.do("GET", next, ada, nil); res.Status != 200 {
+		t.Errorf("next page: %d", res.Status)
+	}
+	if n := countTasksIn(t, e, "other-user"); n != 1 {
+		t.Errorf("other-user has %d tasks after the upgrade, want 1", n)
+	}
+}
+
+// TestDatabaseOutageUnderLoad stops PostgreSQL under a load of creates and
+// starts it again: requests fail fast with 503 meanwhile, the service
+// recovers by itself, and every create that got a 201 is in the database.
+func TestDatabaseOutageUnderLoad(t *testing.T) {
+	t.Parallel()
+	start, url := ownPostgres(t)
+	pg := start()
+	if pg == nil {
+		t.FailNow()
+	}
+	cfg := testDBConfig(url)
+	cfg.ConnectTimeout = time.Second
+	db, err := openDB(context.Background(), cfg, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := applySchema(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	store := NewStore(db, 2*time.Second)
+	srv := httptest.NewServer(newServer(testLogger(), store, NewVerifier(VerifierConfig{Secret: testSecret}, testLogger()), nil, cursorCodec{[]byte("k")}, nil))
+	t.Cleanup(srv.Close)
+	tok, _ := mintToken(testSecret, User{ID: "loader"}, "", "", time.Hour)
+
+	type result struct {
+		title   string
+		status  int
+		elapsed time.Duration
+		phase   string
+	}
+	var (
+		mu      sync.Mutex
+		results []result
+		phase   atomic.Value
+		stop    atomic.Bool
+		wg      sync.WaitGroup
+		n       atomic.Int64
+	)
+	phase.Store("before")
+	client := &http.Client{Timeout: 30 * time.Second}
+	for w := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				title := fmt.Sprintf("w%d-%d", w, n.Add(1))
+				req, _ := http.NewRequest("POST", srv.URL+"/api/me/tasks", strings.NewReader(`{"title":"`+title+`"}`))
+				req.Header.Set("Authorization", "Bearer "+tok)
+				p := phase.Load().(string)
+				began := time.Now()
+				resp, err := client.Do(req)
+				status := 0
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					status = resp.StatusCode
+				}
+				mu.Lock()
+				results = append(results, result{title, status, time.Since(began), p})
+				mu.Unlock()
+				if status != 201 {
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	ready := func() int {
+		resp, err := http.Get(srv.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	time.Sleep(time.Second)
+	phase.Store("outage")
+	pg.Stop()
+	time.Sleep(500 * time.Millisecond)
+	if s := ready(); s != 503 {
+		t.Errorf("readyz during the outage: %d, want 503", s)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	phase.Store("restarting")
+	if start() == nil {
+		t.FailNow()
+	}
+	phase.Store("after")
+	deadline := time.Now().Add(15 * time.Second)
+	for ready() != 200 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if s := ready(); s != 200 {
+		t.Errorf("readyz after the restart: %d, want 200", s)
+	}
+	time.Sleep(time.Second)
+	stop.Store(true)
+	wg.Wait()
+
+	counts := map[string]map[int]int{}
+	var acked []string
+	var slowest time.Duration
+	for _, r := range results {
+		if counts[r.phase] == nil {
+			counts[r.phase] = map[int]int{}
+		}
+		counts[r.phase][r.status]++
+		if r.status == 201 {
+			acked = append(acked, r.title)
+		}
+		if r.status != 201 && r.status != 503 {
+			t.Errorf("a create during %s got %d", r.phase, r.status)
+		}
+		if r.phase == "outage" && r.elapsed > slowest {
+			slowest = r.elapsed
+		}
+	}
+	t.Logf("requests by phase and status: %v; slowest during the outage: %v", counts, slowest)
+	if slowest > 5*time.Second {
+		t.Errorf("a request waited %v during the outage; want a quick 503", slowest)
+	}
+	if counts["outage"][503] == 0 {
+		t.Error("no request saw the outage")
+	}
+	if counts["after"][201] == 0 {
+		t.Error("no create succeeded after the restart: the service did not recover by itself")
+	}
+	stored := map[string]bool{}
+	rows, err := db.Query("SELECT title FROM tasks WHERE user_id = 'loader'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var title string
+		rows.Scan(&title)
+		stored[title] = true
+	}
+	rows.Close()
+	for _, title := range acked {
+		if !stored[title] {
+			t.Errorf("the create of %q got 201 but is not in the database", title)
+		}
+	}
+	t.Logf("%d acknowledged creates, all present", len(acked))
+}
+
+// TestBootWaitsForDatabase starts taskapi's pool before the database is
+// up: it retries until the database answers, and gives up with a message
+// that says what to check when it never does.
+func TestBootWaitsForDatabase(t *testing.T) {
+	t.Parallel()
+	start, url := ownPostgres(t)
+	go func() {
+		time.Sleep(2 * time.Second)
+		start()
+	}()
+	cfg := testDBConfig(url)
+	cfg.BootTimeout = 30 * time.Second
+	began := time.Now()
+	db, err := openDB(context.Background(), cfg, testLogger())
+	if err != nil {
+		t.Fatalf("openDB with the database up after 2 s: %v", err)
+	}
+	db.Close()
+	if waited := time.Since(began); waited < 2*time.Second {
+		t.Errorf("openDB returned after %v, before the database was up", waited)
+	}
+
+	cfg = testDBConfig("postgres://taskapi@127.0.0.1:1/none?sslmode=disable")
+	cfg.BootTimeout = 1500 * time.Millisecond
+	_, err = openDB(context.Background(), cfg, testLogger())
+	if err == nil || !strings.Contains(err.Error(), "could not reach the database at 127.0.0.1:1") || !strings.Contains(err.Error(), "check") {
+		t.Errorf("openDB against nothing: %v", err)
+	}
+}
+
+// TestGracefulShutdownUnderLoad stops taskapi while requests are in flight:
+// every request it accepted (every one it logged) completes with its answer
+// and its write, and it exits in time. A connection still in the kernel's
+// accept queue when the listener closes is reset before any request is read:
+// that is not an accepted request, and the client may retry it.
+func TestGracefulShutdownUnderLoad(t *testing.T) {
+	t.Parallel()
+	_, url := newTestDB(t)
+	addr, logs, _, stop := startRun(t, map[string]string{
+		"DATABASE_URL": url, "BETTER_AUTH_SECRET": string(testSecret), "PORT": "0", "HOST": "127.0.0.1",
+		"SHUTDOWN_TIMEOUT": "5s", "RATE_LIMIT": "0",
+	})
+	tok, _ := mintToken(testSecret, User{ID: "drain"}, "", "", time.Hour)
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+	var (
+		wg               sync.WaitGroup
+		created, dropped atomic.Int64
+		mu               sync.Mutex
+		badStatuses      []string
+	)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				req, _ := http.NewRequest("POST", "http://"+addr+"/api/me/tasks", strings.NewReader(fmt.Sprintf(`{"title":"w%d-%d"}`, w, i)))
+				req.Header.Set("Authorization", "Bearer "+tok)
+				resp, err := client.Do(req)
+				if err != nil {
+					dropped.Add(1)
+					if strings.Contains(err.Error(), "connection refused") {
+						return // the listener is gone
+					}
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 201 {
+					mu.Lock()
+					badStatuses = append(badStatuses, resp.Status)
+					mu.Unlock()
+					continue
+				}
+				created.Add(1)
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	began := time.Now()
+	if err := stop(); err != nil {
+		t.Fatalf("run returned %v", err)
+	}
+	took := time.Since(began)
+	wg.Wait()
+
+	logged := 0
+	for _, line := range strings.Split(logs.String(), "\n") {
+		var entry struct {
+			Msg    string
+			Route  string
+			Status int
+		}
+		if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "request" {
+			logged++
+			if entry.Status != 201 {
+				t.Errorf("an accepted request ended with %d: %s", entry.Status, line)
+			}
+		}
+	}
+	db, _ := adminDB()
+	var stored int64
+	if err := db.QueryRow("SELECT count(*) FROM " + schemaOf(url) + ".tasks WHERE user_id = 'drain'").Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d requests accepted and answered 201, %d tasks stored, %d connections refused or reset before a request was read; shutdown took %v",
+		created.Load(), stored, dropped.Load(), took)
+	if len(badStatuses) > 0 {
+		t.Errorf("requests answered with errors during shutdown: %v", badStatuses)
+	}
+	if int64(logged) != created.Load() || stored != created.Load() {
+		t.Errorf("the server logged %d requests, clients got %d answers of 201, %d tasks are stored: every accepted request must complete",
+			logged, created.Load(), stored)
+	}
+	if took > 5*time.Second {
+		t.Errorf("shutdown took %v, longer than SHUTDOWN_TIMEOUT", took)
+	}
+}
+
+// schemaOf returns the search_path of a test database URL.
+func schemaOf(url string) string {
+	_, s, _ := strings.Cut(url, "search_path=")
+	return s
+}
+
+// TestTwoInstancesBootTogether starts two taskapi processes on one new
+// database at the same moment: both apply the schema and serve, and writes
+// through each are seen by both.
+func TestTwoInstancesBootTogether(t *testing.T) {
+	t.Parallel()
+	admin, err := adminDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	schema := "test_boot_" + fmt.Sprint(time.Now().UnixNano())
+	if _, err := admin.Exec("CREATE SCHEMA " + schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Exec("DROP SCHEMA " + schema + " CASCADE") })
+	env := map[string]string{
+		"DATABASE_URL": withSearchPath(testDatabaseURL, schema), "BETTER_AUTH_SECRET": string(testSecret), "PORT": "0", "HOST": "127.0.0.1",
+	}
+	// Both processes' run start together; each applies the schema at boot.
+	ctx, cancel := context.WithCancel(context.Background())
+	outs := []*syncBuffer{{}, {}}
+	done := make(chan error, 2)
+	for i := range 2 {
+		go func() {
+			done <- run(ctx, []string{"taskapi"}, func(k string) string { return env[k] }, outs[i], io.Discard)
+		}()
+	}
+	t.Cleanup(func() {
+		cancel()
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Errorf("run: %v", err)
+			}
+		}
+	})
+	addrs := make([]string, 2)
+	deadline := time.Now().Add(30 * time.Second)
+	for i := range 2 {
+		for addrs[i] == "" && time.Now().Before(deadline) {
+			for _, line := range strings.Split(outs[i].String(), "\n") {
+				var entry struct{ Msg, Addr string }
+				if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "listening" {
+					addrs[i] = entry.Addr
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if addrs[i] == "" {
+			t.Fatalf("instance %d did not start:\n%s", i, outs[i])
+		}
+	}
+	tok, _ := mintToken(testSecret, User{ID: "twin"}, "", "", time.Hour)
+	for i, addr := range addrs {
+		for j := range 3 {
+			req, _ := http.NewRequest("POST", "http://"+addr+"/api/me/tasks", strings.NewReader(fmt.Sprintf(`{"title":"via %d, %d"}`, i, j)))
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 201 {
+				t.Fatalf("create through instance %d: %d", i, resp.StatusCode)
+			}
+		}
+	}
+	for i, addr := range addrs {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/api/me/tasks", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if n := strings.Count(string(body), `"title":"via `); n != 6 {
+			t.Errorf("instance %d lists %d of the 6 tasks", i, n)
+		}
+	}
+}
+
+// TestServerLimits checks the limits of the real server (run): a huge body
+// is refused without being read, huge headers are cut off, and a client
+// that sends its headers too slowly is disconnected.
+func TestServerLimits(t *testing.T) {
+	t.Parallel()
+	_, url := newTestDB(t)
+	addr, _, _, _ := startRun(t, map[string]string{
+		"DATABASE_URL": url, "BETTER_AUTH_SECRET": string(testSecret), "PORT": "0", "HOST": "127.0.0.1",
+	})
+	tok, _ := mintToken(testSecret, User{ID: "limits"}, "", "", time.Hour)
+
+	// 10 MB announced, 128 KiB sent: the 413 comes before the rest.
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "POST /api/me/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n", tok, 10<<20)
+	conn.Write([]byte(`{"title":"` + strings.Repeat("x", 128<<10)))
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	conn.Close()
+	if err != nil || !strings.Contains(status, " 413 ") {
+		t.Errorf("10 MB body: %q, %v; want 413 before the body is sent", status, err)
+	}
+
+	// Headers over 1 MiB.
+	req, _ := http.NewRequest("GET", "http://"+addr+"/healthz", nil)
+	req.Header.Set("X-Padding", strings.Repeat("p", 2<<20))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != 431 {
+			t.Errorf("2 MiB of headers: %d, want 431", resp.StatusCode)
+		}
+	}
+
+	// Headers never finished: cut off after ReadHeaderTimeout (5 s).
+	conn, err = net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprint(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n")
+	began := time.Now()
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_, err = io.ReadAll(conn)
+	if waited := time.Since(began); err != nil || waited > 10*time.Second {
+		t.Errorf("slow headers: connection closed after %v (%v), want within about 5 s", waited, err)
+	}
+}
