@@ -446,11 +446,6 @@ func explainList(t *testing.T, db *sql.DB, opts ListOptions) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	literals := make([]string, len(args))
 	for i, a := range args {
 		switch v := a.(type) {
@@ -462,12 +457,17 @@ func explainList(t *testing.T, db *sql.DB, opts ListOptions) {
 	}
 	name := fmt.Sprintf("sort=%s desc=%v page=%v status=%v", opts.Sort, opts.Desc, opts.After != nil, opts.Completed != nil)
 	for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
-		for _, stmt := range []string{"SET plan_cache_mode = " + mode, "PREPARE list AS " + query} {
-			if _, err := conn.ExecContext(ctx, stmt); err != nil {
+		// One transaction, so that it holds one session even behind a pooler.
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, stmt := range []string{"SET LOCAL plan_cache_mode = " + mode, "PREPARE list AS " + query} {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
 				t.Fatalf("%s: %s: %v", name, stmt, err)
 			}
 		}
-		rows, err := conn.QueryContext(ctx, "EXPLAIN EXECUTE list("+strings.Join(literals, ", ")+")")
+		rows, err := tx.QueryContext(ctx, "EXPLAIN EXECUTE list("+strings.Join(literals, ", ")+")")
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -478,15 +478,15 @@ func explainList(t *testing.T, db *sql.DB, opts ListOptions) {
 			plan = append(plan, line)
 		}
 		rows.Close()
-		if _, err := conn.ExecContext(ctx, "DEALLOCATE list"); err != nil {
+		if _, err := tx.ExecContext(ctx, "DEALLOCATE list"); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
 			t.Fatal(err)
 		}
 		text := strings.Join(plan, "\n")
 		if !strings.Contains(text, "Index Scan") || strings.Contains(text, "Sort") || strings.Contains(text, "Seq Scan") {
 			t.Errorf("%s, %s: the plan is not an index scan without a sort:\n%s", name, mode, text)
 		}
-	}
-	if _, err := conn.ExecContext(ctx, "RESET plan_cache_mode"); err != nil {
-		t.Fatal(err)
 	}
 }

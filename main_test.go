@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +24,12 @@ import (
 // testDatabaseURL points at the PostgreSQL server the tests use: the one
 // TEST_DATABASE_URL names, or a throwaway server TestMain starts.
 var testDatabaseURL string
+
+// testPooler is set (TEST_POOLER=1) when TEST_DATABASE_URL goes through a
+// pooler in transaction mode, such as PgBouncer: session settings do not
+// last there, so each test gets a database of its own instead of a schema
+// chosen by search_path.
+var testPooler = os.Getenv("TEST_POOLER") == "1"
 
 func TestMain(m *testing.M) {
 	os.Exit(testMain(m))
@@ -70,21 +77,13 @@ func testDBConfig(url string) dbConfig {
 	}
 }
 
-// newTestDB returns a pool whose tables live in a schema of the test's own,
-// with schema.sql applied, so that tests can run in parallel. The schema is
-// dropped when the test ends. The pool's URL is returned too, for tests that
-// open more connections to the same schema.
+// newTestDB returns a pool on a schema (or, behind a pooler, a database)
+// of the test's own, with schema.sql applied, so that tests can run in
+// parallel. It is dropped when the test ends. The pool's URL is returned
+// too, for tests that open more connections to the same place.
 func newTestDB(t testing.TB, options ...func(*dbConfig)) (*sql.DB, string) {
 	t.Helper()
-	admin, err := adminDB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	schema := "test_" + strings.ToLower(rand.Text())
-	if _, err := admin.Exec("CREATE SCHEMA " + schema); err != nil {
-		t.Fatal(err)
-	}
-	url := withSearchPath(testDatabaseURL, schema)
+	url := newEmptyTestDB(t)
 	cfg := testDBConfig(url)
 	for _, o := range options {
 		o(&cfg)
@@ -93,16 +92,48 @@ func newTestDB(t testing.TB, options ...func(*dbConfig)) (*sql.DB, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		db.Close()
-		if _, err := admin.Exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
-			t.Errorf("drop test schema: %v", err)
-		}
-	})
+	t.Cleanup(func() { db.Close() })
 	if err := applySchema(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
 	return db, url
+}
+
+// newEmptyTestDB makes an empty schema, or behind a pooler an empty
+// database, for the test, drops it when the test ends, and returns the URL
+// that reaches it.
+func newEmptyTestDB(t testing.TB) string {
+	t.Helper()
+	admin, err := adminDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "test_" + strings.ToLower(rand.Text())
+	if testPooler {
+		if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if _, err := admin.Exec("DROP DATABASE " + name + " WITH (FORCE)"); err != nil {
+				t.Errorf("drop test database: %v", err)
+			}
+		})
+		u, err := url.Parse(testDatabaseURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Path = "/" + name
+		return u.String()
+	}
+	if _, err := admin.Exec("CREATE SCHEMA " + name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.Exec("DROP SCHEMA " + name + " CASCADE"); err != nil {
+			t.Errorf("drop test schema: %v", err)
+		}
+	})
+	return withSearchPath(testDatabaseURL, name)
 }
 
 // withSearchPath adds a search_path run-time parameter to a connection URL.
