@@ -260,6 +260,8 @@ func TestAuthTable(t *testing.T) {
 		{"255 character user id", "Bearer " + hs(with(plain, "sub", strings.Repeat("é", 255))), strings.Repeat("é", 255)},
 		{"256 character user id", "Bearer " + hs(with(plain, "sub", strings.Repeat("é", 256))), ""},
 		{"10,000 character user id", "Bearer " + hs(with(plain, "sub", strings.Repeat("a", 10000))), ""},
+		{"token over 8 KiB", "Bearer " + hs(with(plain, "pad", strings.Repeat("p", 8<<10))), ""},
+		{"token just under 8 KiB", "Bearer " + hs(with(plain, "pad", strings.Repeat("p", 5<<10))), "u1"},
 		{"user id with NUL", "Bearer " + hs(with(plain, "sub", "a\x00b")), ""},
 		{"Better Auth style id", "Bearer " + hs(with(plain, "sub", "4bX9aQ2mZk7LrT1vY8wE3nH6pJ0sD5cF")), "4bX9aQ2mZk7LrT1vY8wE3nH6pJ0sD5cF"},
 	}

@@ -430,28 +430,14 @@ func TestTwoInstancesBootTogether(t *testing.T) {
 	tok, _ := mintToken(testSecret, User{ID: "twin"}, "", "", time.Hour)
 	for i, addr := range addrs {
 		for j := range 3 {
-			req, _ := http.NewRequest("POST", "http://"+addr+"/api/me/tasks", strings.NewReader(fmt.Sprintf(`{"title":"via %d, %d"}`, i, j)))
-			req.Header.Set("Authorization", "Bearer "+tok)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != 201 {
-				t.Fatalf("create through instance %d: %d", i, resp.StatusCode)
+			res := send(t, http.DefaultClient, "POST", "http://"+addr+"/api/me/tasks", tok, nil, fmt.Sprintf(`{"title":"via %d, %d"}`, i, j))
+			if res.Status != 201 {
+				t.Fatalf("create through instance %d: %d", i, res.Status)
 			}
 		}
 	}
 	for i, addr := range addrs {
-		req, _ := http.NewRequest("GET", "http://"+addr+"/api/me/tasks", nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if n := strings.Count(string(body), `"title":"via `); n != 6 {
+		if n := len(send(t, http.DefaultClient, "GET", "http://"+addr+"/api/me/tasks", tok, nil, "").tasks(t)); n != 6 {
 			t.Errorf("instance %d lists %d of the 6 tasks", i, n)
 		}
 	}

@@ -443,6 +443,12 @@ func TestRoutingErrors(t *testing.T) {
 		t.Errorf("GET /nope: %d", res.Status)
 	}
 	res.problem(t)
+	// Errors, even the mux's own, carry the same protective headers.
+	for _, r := range []response{res, e.do("GET", "/api/me/tasks", "", nil), e.do("POST", "/api/me/tasks", tok, `{`)} {
+		if r.Header.Get("Cache-Control") != "no-store" || r.Header.Get("X-Content-Type-Options") != "nosniff" || r.Header.Get("X-Request-ID") == "" {
+			t.Errorf("a %d lacks Cache-Control, X-Content-Type-Options or X-Request-ID: %v", r.Status, r.Header)
+		}
+	}
 
 	res = e.do("POST", "/api/me/tasks/00000000-0000-4000-8000-000000000000", tok, `{}`)
 	if res.Status != 405 {

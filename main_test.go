@@ -203,38 +203,54 @@ type response struct {
 // a string is sent as it is, anything else as JSON, nil as no body.
 func (e *testEnv) do(method, path, token string, body any) response {
 	e.t.Helper()
-	var r io.Reader
+	var text string
+	headers := map[string]string{}
 	switch b := body.(type) {
 	case nil:
 	case string:
-		r = strings.NewReader(b)
+		text = b
 	case []byte:
-		r = bytes.NewReader(b)
+		text = string(b)
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		r = bytes.NewReader(j)
+		text = string(j)
 	}
-	req, err := http.NewRequest(method, e.srv.URL+path, r)
+	if body != nil {
+		headers["Content-Type"] = "application/json"
+	}
+	return send(e.t, e.srv.Client(), method, e.srv.URL+path, token, headers, text)
+}
+
+// doWith sends a request with extra headers, which may override any other.
+func (e *testEnv) doWith(method, path, token string, headers map[string]string, body string) response {
+	e.t.Helper()
+	return send(e.t, e.srv.Client(), method, e.srv.URL+path, token, headers, body)
+}
+
+// send makes one request and reads the whole response.
+func send(t testing.TB, client *http.Client, method, url, token string, headers map[string]string, body string) response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	for k, v := range headers {
+		req.Header.Set(k, v)
 	}
-	resp, err := e.srv.Client().Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return response{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }
@@ -343,15 +359,8 @@ func TestRunServesAndStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest("POST", "http://"+addr+"/api/me/tasks", strings.NewReader(`{"title":"through run"}`))
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 201 {
-		t.Errorf("create through run: %d", resp.StatusCode)
+	if res := send(t, http.DefaultClient, "POST", "http://"+addr+"/api/me/tasks", tok, nil, `{"title":"through run"}`); res.Status != 201 {
+		t.Errorf("create through run: %d", res.Status)
 	}
 	if err := stop(); err != nil {
 		t.Errorf("run returned %v after a clean shutdown", err)
@@ -366,17 +375,7 @@ func TestRunServesAndStops(t *testing.T) {
 
 func TestRunDevelopmentDatabase(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	if os.Geteuid() == 0 {
-		// The server will run as another user, who must be able to reach
-		// the data directory; the test's temporary directories are 0700.
-		for _, d := range []string{filepath.Dir(dir), dir} {
-			if err := os.Chmod(d, 0o711); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	dataDir := filepath.Join(dir, ".data")
+	dataDir := filepath.Join(passableTempDir(t), ".data")
 	env := map[string]string{"TASKAPI_DATA_DIR": dataDir, "PORT": "0"}
 
 	addr, stdout, stderr, stop := startRun(t, env)
@@ -394,15 +393,8 @@ func TestRunDevelopmentDatabase(t *testing.T) {
 	}
 	tok := strings.Fields(line[start+len("Bearer "):])[0]
 	tok = strings.TrimSuffix(tok, "'")
-	req, _ := http.NewRequest("POST", "http://"+addr+"/api/me/tasks", strings.NewReader(`{"title":"survives a restart"}`))
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 201 {
-		t.Fatalf("create with the printed token: %d", resp.StatusCode)
+	if res := send(t, http.DefaultClient, "POST", "http://"+addr+"/api/me/tasks", tok, nil, `{"title":"survives a restart"}`); res.Status != 201 {
+		t.Fatalf("create with the printed token: %d", res.Status)
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -413,15 +405,7 @@ func TestRunDevelopmentDatabase(t *testing.T) {
 
 	// Second start: same data, same secret, so the same token still works.
 	addr, _, _, stop = startRun(t, env)
-	req, _ = http.NewRequest("GET", "http://"+addr+"/api/me/tasks", nil)
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tasks []Task
-	json.NewDecoder(resp.Body).Decode(&tasks)
-	resp.Body.Close()
+	tasks := send(t, http.DefaultClient, "GET", "http://"+addr+"/api/me/tasks", tok, nil, "").tasks(t)
 	if len(tasks) != 1 || tasks[0].Title != "survives a restart" {
 		t.Errorf("after a restart: %+v", tasks)
 	}
