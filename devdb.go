@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"os/exec"
@@ -84,6 +85,10 @@ func startDevPostgres(ctx context.Context, opts devPostgresOptions) (pg *devPost
 			return nil, fmt.Errorf("development database: initdb in %s failed (%v); see %s%s",
 				opts.DataDir, err, opts.LogPath, owner.hint(opts.DataDir))
 		}
+	}
+
+	if err := stopLeftover(bin, opts.DataDir, owner, logFile); err != nil {
+		return nil, err
 	}
 
 	// A short directory of its own keeps the socket path under the 107-byte
@@ -173,6 +178,34 @@ func (pg *devPostgres) Stop() {
 	if pg.ownDir {
 		os.RemoveAll(pg.sockDir)
 	}
+}
+
+// stopLeftover stops a server still running on dataDir: one left behind by
+// a taskapi that was killed before it could stop its server. Without this
+// the new server would refuse to start ("lock file already exists").
+func stopLeftover(bin, dataDir string, owner osUser, log io.Writer) error {
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		return nil // none
+	}
+	lines := strings.Split(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(lines[0]))
+	if err != nil || !processAlive(pid) {
+		return nil // stale file: postgres removes it itself
+	}
+	fmt.Fprintf(log, "taskapi: stopping a server (pid %d) left running on %s\n", pid, dataDir)
+	stop := exec.Command(filepath.Join(bin, "pg_ctl"), "stop", "-D", dataDir, "-m", "fast", "-w")
+	stop.Stdout, stop.Stderr = log, log
+	stop.SysProcAttr = childProcAttr(owner)
+	if err := stop.Run(); err != nil {
+		return fmt.Errorf("development database: a server (pid %d) is still running on %s and would not stop (%v); "+
+			"stop it with pg_ctl stop -D %s", pid, dataDir, err, dataDir)
+	}
+	// Line 5 of postmaster.pid is the socket directory; remove it if it was ours.
+	if len(lines) > 4 && strings.HasPrefix(filepath.Base(lines[4]), "taskapi-pg-") {
+		os.RemoveAll(lines[4])
+	}
+	return nil
 }
 
 // findPostgresBin returns the directory holding initdb and postgres: the one

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"syscall"
 )
@@ -21,4 +22,10 @@ func childProcAttr(u osUser) *syscall.SysProcAttr {
 // stopProcess asks PostgreSQL for a fast shutdown (SIGINT).
 func stopProcess(p *os.Process) {
 	p.Signal(os.Interrupt)
+}
+
+// processAlive reports whether a process with that pid exists.
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
