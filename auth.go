@@ -224,7 +224,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (User, error) {
 
 	id := claims.Sub
 	if id == nil {
-		id = cmpPtr(claims.UserID, claims.AltID)
+		id = firstNonNil(claims.UserID, claims.AltID)
 	}
 	if id == nil || !validUserID(*id) {
 		return User{}, fmt.Errorf("%w: no usable user id in sub, userId or id", errInvalidToken)
@@ -293,8 +293,8 @@ func (c *tokenCache) put(digest [sha256.Size]byte, u User, exp, now time.Time) {
 	c.entries[digest] = cachedToken{user: u, exp: exp}
 }
 
-// cmpPtr returns the first non-nil pointer, or nil.
-func cmpPtr(ps ...*string) *string {
+// firstNonNil returns the first non-nil pointer, or nil.
+func firstNonNil(ps ...*string) *string {
 	for _, p := range ps {
 		if p != nil {
 			return p
