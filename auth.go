@@ -142,6 +142,9 @@ func NewVerifier(cfg VerifierConfig, logger *slog.Logger) *Verifier {
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(clockLeeway),
 		jwt.WithTimeFunc(func() time.Time { return v.now() }),
+		// One encoding per token: base64 with non-zero padding bits would
+		// otherwise spell the same signature in several ways.
+		jwt.WithStrictDecoding(),
 	)
 	return v
 }

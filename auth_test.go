@@ -208,6 +208,13 @@ func TestAuthTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The same signature bytes, spelled with non-zero padding bits in the
+	// last base64 character.
+	canonical := hs(plain)
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	lastIndex := strings.IndexByte(alphabet, canonical[len(canonical)-1])
+	nonCanonical := canonical[:len(canonical)-1] + string(alphabet[lastIndex|1])
+
 	tampered := hs(plain)
 	parts := strings.Split(tampered, ".")
 	payload, _ := json.Marshal(with(plain, "sub", "admin"))
@@ -227,6 +234,7 @@ func TestAuthTable(t *testing.T) {
 		{"scheme is case-insensitive", "bearer " + hs(plain), "u1"},
 		{"HS256 wrong secret", "Bearer " + otherSecret, ""},
 		{"HS256 tampered payload", "Bearer " + tampered, ""},
+		{"signature in non-canonical base64", "Bearer " + nonCanonical, ""},
 		{"expired", "Bearer " + hs(with(plain, "exp", now.Add(-time.Hour).Unix())), ""},
 		{"expired within leeway", "Bearer " + hs(with(plain, "exp", now.Add(-5*time.Second).Unix())), "u1"},
 		{"no exp", "Bearer " + hs(with(plain, "exp", nil)), ""},
