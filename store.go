@@ -78,7 +78,9 @@ type User struct {
 	Name  string
 }
 
-// NewTask holds the validated fields of a task to create.
+// NewTask holds the validated fields of a task to create. Its JSON form is
+// what an idempotency key remembers of the request, to compare a retry with
+// and to answer it.
 type NewTask struct {
 	Title       string     `json:"title"`
 	Description *string    `json:"description"`
