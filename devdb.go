@@ -30,6 +30,7 @@ type devPostgres struct {
 	sockDir string
 	ownDir  bool // sockDir was made for this server
 	logPath string
+	dataDir string
 }
 
 // devPostgresOptions says where the server keeps its data and how durable
@@ -126,6 +127,13 @@ func startDevPostgres(ctx context.Context, opts devPostgresOptions) (pg *devPost
 		logPath: opts.LogPath,
 	}
 	go func() { cmd.Wait(); close(pg.exited) }()
+	// Claim the data directory, so that a second taskapi started on it can
+	// tell this running server from one left behind.
+	if err := os.WriteFile(ownerFile(opts.DataDir), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		pg.Stop()
+		return nil, fmt.Errorf("development database: %w", err)
+	}
+	pg.dataDir = opts.DataDir
 
 	if err := pg.waitReady(ctx, 30*time.Second); err != nil {
 		pg.Stop()
@@ -178,11 +186,20 @@ func (pg *devPostgres) Stop() {
 	if pg.ownDir {
 		os.RemoveAll(pg.sockDir)
 	}
+	if pg.dataDir != "" {
+		os.Remove(ownerFile(pg.dataDir))
+	}
 }
 
-// stopLeftover stops a server still running on dataDir: one left behind by
-// a taskapi that was killed before it could stop its server. Without this
-// the new server would refuse to start ("lock file already exists").
+// ownerFile names the file beside dataDir that holds the pid of the
+// taskapi whose server runs on dataDir.
+func ownerFile(dataDir string) string { return dataDir + ".owner" }
+
+// stopLeftover stops a server still running on dataDir that no live taskapi
+// owns: one left behind by a taskapi that was killed before it could stop
+// it. Without this the new server would refuse to start ("lock file already
+// exists"). A server that another running taskapi owns is left alone, and
+// the start fails with a message that says so.
 func stopLeftover(bin, dataDir string, owner osUser, log io.Writer) error {
 	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
 	if err != nil {
@@ -192,6 +209,13 @@ func stopLeftover(bin, dataDir string, owner osUser, log io.Writer) error {
 	pid, err := strconv.Atoi(strings.TrimSpace(lines[0]))
 	if err != nil || !processAlive(pid) {
 		return nil // stale file: postgres removes it itself
+	}
+	if o, err := os.ReadFile(ownerFile(dataDir)); err == nil {
+		if ownerPID, err := strconv.Atoi(strings.TrimSpace(string(o))); err == nil &&
+			ownerPID != os.Getpid() && processAlive(ownerPID) {
+			return fmt.Errorf("development database: another taskapi (pid %d) is running on %s; "+
+				"stop it first, or give this one its own TASKAPI_DATA_DIR", ownerPID, dataDir)
+		}
 	}
 	fmt.Fprintf(log, "taskapi: stopping a server (pid %d) left running on %s\n", pid, dataDir)
 	stop := exec.Command(filepath.Join(bin, "pg_ctl"), "stop", "-D", dataDir, "-m", "fast", "-w")

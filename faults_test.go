@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -533,5 +534,37 @@ func TestLeftoverDevelopmentServer(t *testing.T) {
 	var x int
 	if err := db.QueryRow("SELECT x FROM kept").Scan(&x); err != nil || x != 42 {
 		t.Errorf("data after the takeover: %d, %v", x, err)
+	}
+}
+
+// TestDevelopmentServerOfAnotherTaskapi starts the development database on
+// a data directory whose server another running taskapi owns: the start
+// fails with a message that says so, and the other's server keeps running.
+func TestDevelopmentServerOfAnotherTaskapi(t *testing.T) {
+	t.Parallel()
+	dir := passableTempDir(t)
+	opts := devPostgresOptions{DataDir: filepath.Join(dir, "data"), LogPath: filepath.Join(dir, "pg.log"), Throwaway: true}
+	first, err := startDevPostgres(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Stop()
+	// Make the server look owned by another live process.
+	other := exec.Command("sleep", "30")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer other.Process.Kill()
+	if err := os.WriteFile(ownerFile(opts.DataDir), []byte(fmt.Sprint(other.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = startDevPostgres(context.Background(), opts)
+	if err == nil || !strings.Contains(err.Error(), "another taskapi") {
+		t.Fatalf("start on another taskapi's data: %v, want an error naming it", err)
+	}
+	select {
+	case <-first.exited:
+		t.Error("the other taskapi's server was stopped")
+	case <-time.After(500 * time.Millisecond):
 	}
 }
