@@ -415,13 +415,7 @@ func TestTwoInstancesBootTogether(t *testing.T) {
 	addrs := make([]string, 2)
 	deadline := time.Now().Add(30 * time.Second)
 	for i := range 2 {
-		for addrs[i] == "" && time.Now().Before(deadline) {
-			for _, line := range strings.Split(outs[i].String(), "\n") {
-				var entry struct{ Msg, Addr string }
-				if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "listening" {
-					addrs[i] = entry.Addr
-				}
-			}
+		for addrs[i] = listeningAddr(outs[i]); addrs[i] == "" && time.Now().Before(deadline); addrs[i] = listeningAddr(outs[i]) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		if addrs[i] == "" {

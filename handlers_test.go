@@ -340,14 +340,21 @@ func TestListFiltersAndSorting(t *testing.T) {
 			}
 			continue
 		}
-		if res.Status != 400 {
-			t.Errorf("list %s: status %d, want 400", q, res.Status)
-			continue
-		}
-		param := strings.TrimPrefix(strings.SplitN(q, "=", 2)[0], "?")
-		if p := res.problem(t); !strings.Contains(p.Detail, param) {
-			t.Errorf("list %s: detail %q does not name %s", q, p.Detail, param)
-		}
+		wantBadParam(t, res, strings.TrimPrefix(q, "?"))
+	}
+}
+
+// wantBadParam checks that the answer to query (name=value) is a 400 whose
+// detail names the parameter.
+func wantBadParam(t *testing.T, res response, query string) {
+	t.Helper()
+	if res.Status != 400 {
+		t.Errorf("?%s: status %d, want 400", query, res.Status)
+		return
+	}
+	param, _, _ := strings.Cut(query, "=")
+	if p := res.problem(t); !strings.Contains(p.Detail, param) {
+		t.Errorf("?%s: detail %q does not name %s", query, p.Detail, param)
 	}
 }
 

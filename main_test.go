@@ -333,11 +333,8 @@ func startRun(t *testing.T, env map[string]string) (addr string, stdout, stderr 
 	t.Cleanup(func() { stop() })
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		for _, line := range strings.Split(stdout.String(), "\n") {
-			var entry struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "listening" {
-				return entry.Addr, stdout, stderr, stop
-			}
+		if addr := listeningAddr(stdout); addr != "" {
+			return addr, stdout, stderr, stop
 		}
 		select {
 		case <-finished:
@@ -347,6 +344,17 @@ func startRun(t *testing.T, env map[string]string) (addr string, stdout, stderr 
 	}
 	t.Fatalf("run is not listening after 60 s\nstdout: %s\nstderr: %s", stdout, stderr)
 	return
+}
+
+// listeningAddr returns the address a run's log says it listens on, or "".
+func listeningAddr(log *syncBuffer) string {
+	for _, line := range strings.Split(log.String(), "\n") {
+		var entry struct{ Msg, Addr string }
+		if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "listening" {
+			return entry.Addr
+		}
+	}
+	return ""
 }
 
 func TestRunServesAndStops(t *testing.T) {
