@@ -128,9 +128,6 @@ func handleTaskList(logger *slog.Logger, store *Store, cursors cursorCodec) http
 		scope := listScope(opts)
 		if c := q.Get("cursor"); c != "" {
 			pos, err := cursors.decode(u.ID, scope, c)
-			if err == nil && (!validSortKey(opts.Sort, pos.Key) || !isUUID(pos.ID)) {
-				err = errBadCursor // signed by us, so only a bug or a leaked key gets here
-			}
 			if err != nil {
 				writeError(w, r, logger, err)
 				return
@@ -888,6 +885,9 @@ func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 		p.Status, p.Detail = http.StatusForbidden, "the path names another user; use your own user id or \"me\""
 	case errors.Is(err, ErrNotFound):
 		p.Status, p.Detail = http.StatusNotFound, "no task with that id"
+	case errors.Is(err, ErrBadPosition):
+		// A signed cursor the store cannot use: only a bug or a leaked key.
+		p.Status, p.Detail = http.StatusBadRequest, errBadCursor.Error()
 	case errors.Is(err, ErrStale):
 		p.Status, p.Detail = http.StatusPreconditionFailed, "the task has changed since the ETag in If-Match; fetch it again"
 	case errors.Is(err, ErrKeyReused):

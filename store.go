@@ -45,6 +45,9 @@ var (
 	// ErrStale means an If-Match precondition failed: the task has changed
 	// since the caller read it. The method returns the current task with it.
 	ErrStale = errors.New("the task has changed")
+	// ErrBadPosition means a list was asked to start after a position that
+	// cannot be one of its keys.
+	ErrBadPosition = errors.New("not a position in this list")
 	// ErrKeyReused means an Idempotency-Key was used before with another
 	// request.
 	ErrKeyReused = errors.New("idempotency key already used for a different request")
@@ -319,7 +322,7 @@ func listQuery(userID string, opts ListOptions) (string, []any, error) {
 	}
 	if p := opts.After; p != nil {
 		if !validSortKey(opts.Sort, p.Key) || !isUUID(p.ID) {
-			return "", nil, fmt.Errorf("bad position %+v", *p)
+			return "", nil, fmt.Errorf("%w: %+v", ErrBadPosition, *p)
 		}
 		where("("+ls.expr+", id) "+cmp+" (?::text::"+ls.typ+", ?::uuid)", p.Key, p.ID)
 	}
