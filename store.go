@@ -662,12 +662,16 @@ func newUUID() string {
 func serverKey(ctx context.Context, db *sql.DB, name string) ([]byte, error) {
 	fresh := make([]byte, 32)
 	rand.Read(fresh)
-	var key []byte
-	err := db.QueryRowContext(ctx, `WITH made AS (
-    INSERT INTO server_keys (name, key) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING key
-)
-SELECT key FROM made UNION ALL SELECT key FROM server_keys WHERE name = $1 LIMIT 1`, name, fresh).Scan(&key)
+	_, err := db.ExecContext(ctx, `INSERT INTO server_keys (name, key) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, name, fresh)
 	if err != nil {
+		return nil, fmt.Errorf("make server key %q: %w", name, err)
+	}
+	// A statement of its own: when another instance booting at the same
+	// moment made the key, the insert above waited for its commit, but a
+	// SELECT in the same statement would still read the snapshot from
+	// before it, and find nothing.
+	var key []byte
+	if err := db.QueryRowContext(ctx, `SELECT key FROM server_keys WHERE name = $1`, name).Scan(&key); err != nil {
 		return nil, fmt.Errorf("read server key %q: %w", name, err)
 	}
 	return key, nil

@@ -184,3 +184,55 @@ func TestStoreErrors(t *testing.T) {
 		t.Errorf("timed-out statement: %v, want ErrUnavailable", err)
 	}
 }
+
+// TestServerKeyMadeByAnotherInstance makes the cursor key in a transaction
+// that is still open when serverKey runs, as a second instance booting at
+// the same moment would: serverKey must wait for it and return that key,
+// not fail to find one.
+func TestServerKeyMadeByAnotherInstance(t *testing.T) {
+	t.Parallel()
+	db, _ := newTestDB(t)
+	ctx := context.Background()
+	other, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback()
+	theirs := []byte("the other instance's key, 32 b..")
+	if _, err := other.ExecContext(ctx, `INSERT INTO server_keys (name, key) VALUES ('cursor', $1)`, theirs); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		key []byte
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		key, err := serverKey(ctx, db, "cursor")
+		got <- result{key, err}
+	}()
+	// serverKey's insert now waits on the open transaction's row.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var waiting bool
+		err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%server_keys%')`).Scan(&waiting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("serverKey never waited for the other transaction")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := other.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.err != nil || string(r.key) != string(theirs) {
+		t.Fatalf("serverKey = %q, %v; want the other instance's key", r.key, r.err)
+	}
+}
