@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -147,7 +148,7 @@ func handleTaskList(logger *slog.Logger, store *Store, cursors cursorCodec) http
 			q.Set("cursor", cursors.encode(u.ID, scope, Position{Key: SortKey(opts.Sort, opts.Desc, last), ID: last.ID}))
 			w.Header().Set("Link", "<"+r.URL.EscapedPath()+"?"+q.Encode()+`>; rel="next"`)
 		}
-		writeJSON(w, http.StatusOK, tasks)
+		writeTasks(w, tasks)
 	})
 }
 
@@ -584,7 +585,152 @@ func isQuoted(s string) bool {
 // writeTask writes a task with its ETag.
 func writeTask(w http.ResponseWriter, status int, t Task) {
 	w.Header().Set("ETag", etag(t))
-	writeJSON(w, status, t)
+	buf := getBuffer()
+	defer putBuffer(buf)
+	*buf = appendTask(*buf, &t)
+	writeBody(w, status, append(*buf, '\n'))
+}
+
+// writeTasks writes a page of tasks as a JSON array.
+func writeTasks(w http.ResponseWriter, tasks []Task) {
+	buf := getBuffer()
+	defer putBuffer(buf)
+	*buf = append(appendTasks(*buf, tasks), '\n')
+	writeBody(w, http.StatusOK, *buf)
+}
+
+// appendTasks appends tasks as a JSON array.
+func appendTasks(b []byte, tasks []Task) []byte {
+	b = append(b, '[')
+	for i := range tasks {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendTask(b, &tasks[i])
+	}
+	return append(b, ']')
+}
+
+// appendTask appends t as JSON, byte for byte what json.Marshal makes of it
+// (FuzzAppendTask checks that), but without reflection: encoding was the
+// largest cost of a list in taskapi's CPU profile, and this is four times
+// faster and allocates nothing (BenchmarkEncodeTasks).
+func appendTask(b []byte, t *Task) []byte {
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, t.ID)
+	b = append(b, `,"user_id":`...)
+	b = appendJSONString(b, t.UserID)
+	b = append(b, `,"title":`...)
+	b = appendJSONString(b, t.Title)
+	b = append(b, `,"description":`...)
+	if t.Description == nil {
+		b = append(b, "null"...)
+	} else {
+		b = appendJSONString(b, *t.Description)
+	}
+	b = append(b, `,"completed":`...)
+	b = strconv.AppendBool(b, t.Completed)
+	b = append(b, `,"priority":`...)
+	b = appendJSONString(b, t.Priority)
+	b = append(b, `,"due_date":`...)
+	if t.DueDate == nil {
+		b = append(b, "null"...)
+	} else {
+		b = appendJSONTime(b, *t.DueDate)
+	}
+	b = append(b, `,"tags":[`...)
+	for i, tag := range t.Tags {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, tag)
+	}
+	b = append(b, `],"created_at":`...)
+	b = appendJSONTime(b, t.CreatedAt)
+	b = append(b, `,"updated_at":`...)
+	b = appendJSONTime(b, t.UpdatedAt)
+	b = append(b, `,"version":`...)
+	b = strconv.AppendInt(b, t.Version, 10)
+	return append(b, '}')
+}
+
+// appendJSONTime appends t as encoding/json does: RFC 3339 with as many
+// fractional digits as needed, in quotes.
+func appendJSONTime(b []byte, t time.Time) []byte {
+	b = append(b, '"')
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"')
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json
+// escapes it: quotes, backslashes and control characters; <, > and & (so
+// that the JSON is safe inside HTML); U+2028 and U+2029 (so that it is safe
+// inside JavaScript); invalid UTF-8 becomes U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// bufferPool holds response buffers, so that a busy server does not make a
+// new one for every response.
+var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+func getBuffer() *[]byte { return bufferPool.Get().(*[]byte) }
+
+// putBuffer returns a buffer to the pool, unless a very large response grew
+// it: one big page must not keep its memory for ever.
+func putBuffer(b *[]byte) {
+	if cap(*b) > 64<<10 {
+		return
+	}
+	*b = (*b)[:0]
+	bufferPool.Put(b)
 }
 
 // field is one member of a JSON request body. It records whether the member
@@ -847,9 +993,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		// Only a programming error (an unmarshalable type) gets here.
 		panic(fmt.Sprintf("writeJSON: %v", err))
 	}
+	writeBody(w, status, append(body, '\n'))
+}
+
+// writeBody writes a JSON body with the given status. It sets
+// Content-Length, so that a body larger than net/http's buffer is not sent
+// chunked.
+func writeBody(w http.ResponseWriter, status int, body []byte) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
-	w.Write(append(body, '\n'))
+	w.Write(body)
 }
 
 // problem is an RFC 9457 problem details object, the body of every error.

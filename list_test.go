@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"database/sql"
@@ -10,6 +11,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -480,5 +482,36 @@ func explainList(t *testing.T, db *sql.DB, opts ListOptions) {
 		if !strings.Contains(text, "Index Scan") || strings.Contains(text, "Sort") || strings.Contains(text, "Seq Scan") {
 			t.Errorf("%s, %s: the plan is not an index scan without a sort:\n%s", name, mode, text)
 		}
+	}
+}
+
+// TestLargePageHasContentLength checks that a page larger than net/http's
+// buffers is sent with Content-Length, in one piece, rather than chunked,
+// and that it is the JSON encoding/json would make of the same tasks.
+func TestLargePageHasContentLength(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	tok := e.token("big")
+	for i := range 10 {
+		res := e.do("POST", "/api/me/tasks", tok, map[string]any{"title": fmt.Sprint("task <", i, ">"),
+			"description": strings.Repeat("d&\u2028", 300), "tags": []string{"a", "b&c"}, "due_date": "2027-01-02T03:04:05.5Z"})
+		if res.Status != http.StatusCreated {
+			t.Fatalf("create: %d %s", res.Status, res.Body)
+		}
+	}
+	res := e.do("GET", "/api/me/tasks", tok, nil)
+	if res.Status != http.StatusOK || len(res.Body) < 10_000 {
+		t.Fatalf("list: %d, %d bytes", res.Status, len(res.Body))
+	}
+	if got := res.Header.Get("Content-Length"); got != strconv.Itoa(len(res.Body)) {
+		t.Errorf("Content-Length %q for a body of %d bytes", got, len(res.Body))
+	}
+	var tasks []Task
+	if err := json.Unmarshal(res.Body, &tasks); err != nil || len(tasks) != 10 {
+		t.Fatalf("decode: %d tasks, %v", len(tasks), err)
+	}
+	want, _ := json.Marshal(tasks)
+	if !bytes.Equal(res.Body, append(want, '\n')) {
+		t.Errorf("body differs from encoding/json's:\n got %s\nwant %s", res.Body, want)
 	}
 }
