@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // The fuzz targets check that nothing a client sends gets a 500 or a
@@ -133,6 +137,31 @@ func FuzzAppendTask(f *testing.F) {
 		}
 		if got := appendTask(nil, &task); !bytes.Equal(got, want) {
 			t.Fatalf("appendTask(%+v)\n got %s\nwant %s", task, got, want)
+		}
+	})
+}
+
+// FuzzParseTextArray checks parseTextArray against PostgreSQL: whatever it
+// accepts, PostgreSQL reads as the same elements.
+func FuzzParseTextArray(f *testing.F) {
+	for _, seed := range []string{"{}", "{a}", `{a,"b c","\\"","\\\\",NULLX,"NULL",""}`, `{"{}",",","a\\b"}`, "{a,}", `{"`, "{é,😀}"} {
+		f.Add(seed)
+	}
+	db, _ := newTestDB(f)
+	f.Fuzz(func(t *testing.T, s string) {
+		if !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
+			return // text PostgreSQL cannot hold, so cannot send
+		}
+		got, err := parseTextArray(s)
+		if err != nil {
+			return
+		}
+		var want []string
+		if err := db.QueryRow(`SELECT $1::text::text[]`, s).Scan(pgtype.NewMap().SQLScanner(&want)); err != nil {
+			t.Fatalf("parseTextArray(%q) = %q, but PostgreSQL refuses it: %v", s, got, err)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("parseTextArray(%q) = %q, PostgreSQL reads %q", s, got, want)
 		}
 	})
 }

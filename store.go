@@ -149,10 +149,9 @@ type Account struct {
 	Tasks     Stats      `json:"tasks"`
 }
 
-// taskColumns is the select list every task query returns, in scanTask's
-// order. Tags come as JSON because database/sql cannot scan a PostgreSQL
-// array into a slice before Go 1.27.
-const taskColumns = `id, user_id, title, description, completed, priority, due_date, to_json(tags), created_at, updated_at, version`
+// taskColumns is the select list every task query returns, in the order
+// taskScanner reads it.
+const taskColumns = `id, title, description, completed, priority, due_date, tags, created_at, updated_at, version`
 
 // upsertUserCTE creates the caller's users row on their first write and keeps
 // its email and name current, inside the statement that writes the task: no
@@ -403,8 +402,9 @@ func (s *Store) ListTasks(ctx context.Context, userID string, opts ListOptions) 
 	}
 	defer rows.Close()
 	tasks := []Task{}
+	scanner := newTaskScanner(userID)
 	for rows.Next() {
-		t, err := scanTask(rows)
+		t, err := scanner.scan(rows)
 		if err != nil {
 			return nil, dbError("list tasks", err)
 		}
@@ -439,7 +439,7 @@ func (s *Store) GetTask(ctx context.Context, userID, id string) (Task, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	t, err := scanTask(s.db.QueryRowContext(ctx, getTaskSQL, id, userID))
+	t, err := newTaskScanner(userID).scan(s.db.QueryRowContext(ctx, getTaskSQL, id, userID))
 	if err != nil {
 		return Task{}, dbError("get task", err)
 	}
@@ -451,7 +451,7 @@ func (s *Store) GetTask(ctx context.Context, userID, id string) (Task, error) {
 func (s *Store) CreateTask(ctx context.Context, u User, in NewTask) (Task, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	t, err := scanTask(s.db.QueryRowContext(ctx, createTaskSQL,
+	t, err := newTaskScanner(u.ID).scan(s.db.QueryRowContext(ctx, createTaskSQL,
 		u.ID, u.Email, u.Name,
 		in.Title, in.Description, in.Completed, in.Priority, in.DueDate, nonNil(in.Tags)))
 	if err != nil {
@@ -473,7 +473,7 @@ func (s *Store) CreateTaskOnce(ctx context.Context, u User, key string, in NewTa
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	t, err = scanTask(s.db.QueryRowContext(ctx, createTaskOnceSQL,
+	t, err = newTaskScanner(u.ID).scan(s.db.QueryRowContext(ctx, createTaskOnceSQL,
 		u.ID, u.Email, u.Name,
 		in.Title, in.Description, in.Completed, in.Priority, in.DueDate, in.Tags,
 		key, newUUID(), string(request)))
@@ -519,7 +519,7 @@ func (s *Store) UpdateTask(ctx context.Context, u User, id string, p TaskPatch, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	t, err := scanTask(s.db.QueryRowContext(ctx, updateTaskSQL,
+	t, err := newTaskScanner(u.ID).scan(s.db.QueryRowContext(ctx, updateTaskSQL,
 		u.ID, u.Email, u.Name, id,
 		p.Title, p.SetDescription, p.Description, p.Completed, p.Priority, p.SetDueDate, p.DueDate, tags, versions(ifMatch)))
 	if err != nil {
@@ -537,7 +537,7 @@ func (s *Store) SetCompleted(ctx context.Context, u User, id string, completed *
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	t, err := scanTask(s.db.QueryRowContext(ctx, completeTaskSQL, u.ID, u.Email, u.Name, id, completed, versions(ifMatch)))
+	t, err := newTaskScanner(u.ID).scan(s.db.QueryRowContext(ctx, completeTaskSQL, u.ID, u.Email, u.Name, id, completed, versions(ifMatch)))
 	if err != nil {
 		return s.explainMiss(ctx, "complete task", u.ID, id, ifMatch, err)
 	}
@@ -573,7 +573,7 @@ func (s *Store) explainMiss(ctx context.Context, op, userID, id string, ifMatch 
 	if !errors.Is(err, sql.ErrNoRows) || ifMatch == nil {
 		return Task{}, dbError(op, err)
 	}
-	current, err := scanTask(s.db.QueryRowContext(ctx, getTaskSQL, id, userID))
+	current, err := newTaskScanner(userID).scan(s.db.QueryRowContext(ctx, getTaskSQL, id, userID))
 	if err != nil {
 		return Task{}, dbError(op, err)
 	}
@@ -687,33 +687,130 @@ func (s *Store) Ping(ctx context.Context, timeout time.Duration) error {
 	return nil
 }
 
-// scanTask reads one row of taskColumns.
-func scanTask(row interface{ Scan(...any) error }) (Task, error) {
-	var (
-		t           Task
-		description sql.NullString
-		dueDate     sql.NullTime
-		tags        []byte
-	)
-	err := row.Scan(&t.ID, &t.UserID, &t.Title, &description, &t.Completed, &t.Priority,
-		&dueDate, &tags, &t.CreatedAt, &t.UpdatedAt, &t.Version)
-	if err != nil {
+// taskScanner reads rows of taskColumns into tasks of one user. One serves
+// every row of a query: the scan destinations are made once per query, not
+// once per row.
+type taskScanner struct {
+	userID      string
+	task        Task
+	description sql.NullString
+	dueDate     sql.NullTime
+	dest        []any
+}
+
+func newTaskScanner(userID string) *taskScanner {
+	s := &taskScanner{userID: userID}
+	t := &s.task
+	s.dest = []any{&t.ID, &t.Title, &s.description, &t.Completed, &t.Priority,
+		&s.dueDate, (*textArray)(&t.Tags), &t.CreatedAt, &t.UpdatedAt, &t.Version}
+	return s
+}
+
+// scan reads one row. The user id is not a column: every query is scoped
+// to the user, so it can only be the one the query was for.
+func (s *taskScanner) scan(row interface{ Scan(...any) error }) (Task, error) {
+	if err := row.Scan(s.dest...); err != nil {
 		return Task{}, err
 	}
-	if description.Valid {
-		t.Description = &description.String
+	t := s.task
+	t.UserID = s.userID
+	if s.description.Valid {
+		d := s.description.String
+		t.Description = &d
 	}
-	if dueDate.Valid {
-		d := dueDate.Time.UTC()
+	if s.dueDate.Valid {
+		d := s.dueDate.Time.UTC()
 		t.DueDate = &d
 	}
-	if err := json.Unmarshal(tags, &t.Tags); err != nil {
-		return Task{}, fmt.Errorf("decode tags: %w", err)
-	}
-	t.Tags = nonNil(t.Tags)
 	t.CreatedAt = t.CreatedAt.UTC()
 	t.UpdatedAt = t.UpdatedAt.UTC()
 	return t, nil
+}
+
+// textArray scans a PostgreSQL text[] into a []string. database/sql before
+// Go 1.27 cannot scan an array into a slice, and the driver hands it over in
+// PostgreSQL's text form: {a,"b c","say \"hi\""}.
+type textArray []string
+
+func (a *textArray) Scan(src any) error {
+	s, ok := src.(string)
+	if !ok {
+		return fmt.Errorf("scan text[]: got %T", src)
+	}
+	tags, err := parseTextArray(s)
+	if err != nil {
+		return fmt.Errorf("scan text[] %q: %w", s, err)
+	}
+	*a = tags
+	return nil
+}
+
+// parseTextArray parses a one-dimensional text[] without NULLs in the form
+// PostgreSQL writes it: elements separated by commas, and in double quotes,
+// with \ before any " or \ inside, when they are empty or hold a quote,
+// backslash, brace, comma or white space, or spell NULL. Anything else is an
+// error, never a guess. An empty array is an empty, non-nil slice.
+func parseTextArray(s string) ([]string, error) {
+	if len(s) < 2 || s[0] != '{' || s[len(s)-1] != '}' {
+		return nil, errors.New("not an array")
+	}
+	body := s[1 : len(s)-1]
+	elems := []string{}
+	if body == "" {
+		return elems, nil
+	}
+	for i := 0; ; i++ {
+		if i == len(body) {
+			return nil, errors.New("missing element after a comma")
+		}
+		var elem string
+		if body[i] == '"' {
+			start, escaped := i+1, false
+			for i = start; i < len(body) && body[i] != '"'; i++ {
+				if body[i] == '\\' {
+					escaped = true
+					i++
+				}
+			}
+			if i >= len(body) {
+				return nil, errors.New("unterminated quoted element")
+			}
+			elem = body[start:i]
+			if escaped {
+				elem = unescapeArrayElement(elem)
+			}
+			i++
+		} else {
+			end := strings.IndexByte(body[i:], ',')
+			if end < 0 {
+				end = len(body) - i
+			}
+			elem = body[i : i+end]
+			if elem == "" || strings.EqualFold(elem, "NULL") || strings.ContainsAny(elem, "\"\\{} \t\n\r\v\f") {
+				return nil, fmt.Errorf("unexpected element %q", elem)
+			}
+			i += end
+		}
+		elems = append(elems, elem)
+		if i == len(body) {
+			return elems, nil
+		}
+		if body[i] != ',' {
+			return nil, fmt.Errorf("unexpected %q after an element", body[i])
+		}
+	}
+}
+
+// unescapeArrayElement removes the backslash before each escaped character.
+func unescapeArrayElement(s string) string {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' {
+			i++
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
 }
 
 // nonNil returns s, or an empty slice when s is nil, so that JSON shows [] and

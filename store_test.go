@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -234,5 +236,46 @@ func TestServerKeyMadeByAnotherInstance(t *testing.T) {
 	r := <-got
 	if r.err != nil || string(r.key) != string(theirs) {
 		t.Fatalf("serverKey = %q, %v; want the other instance's key", r.key, r.err)
+	}
+}
+
+// TestTextArrayRoundTrip stores arrays of awkward strings in PostgreSQL and
+// reads them back through textArray: PostgreSQL quotes and escapes them in
+// its text form, and parseTextArray must undo exactly that.
+func TestTextArrayRoundTrip(t *testing.T) {
+	t.Parallel()
+	db, _ := newTestDB(t)
+	pieces := []string{"a", "Z", "0", " ", "\t", "\n", "\r", "\v", "\f", `"`, `\`, "{", "}", ",", "NULL", "null", "é", "😀", "'", "[1:2]=", "\u2028"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	cases := [][]string{{}, {"a"}, {"NULL"}, {"null"}, {`\`}, {`"`}, {" "}, {"a b", "c,d", "{e}"}}
+	for range 300 {
+		tags := make([]string, rng.IntN(5))
+		for i := range tags {
+			for range 1 + rng.IntN(4) {
+				tags[i] += pieces[rng.IntN(len(pieces))]
+			}
+		}
+		cases = append(cases, tags)
+	}
+	for _, want := range cases {
+		var got textArray
+		if err := db.QueryRow(`SELECT $1::text[]`, want).Scan(&got); err != nil {
+			t.Fatalf("%q: %v", want, err)
+		}
+		if got == nil || !slices.Equal(got, want) {
+			t.Fatalf("stored %q, read %q", want, []string(got))
+		}
+	}
+}
+
+// TestParseTextArrayRefuses checks that text which is not a one-dimensional
+// array without NULLs is an error, never a guess or a panic.
+func TestParseTextArrayRefuses(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"", "{", "}", "a", "{a", "a}", "{a,}", "{,a}", "{a,,b}", `{"a}`, `{"a"b}`, `{a"b}`,
+		`{"a\"}`, `{a\b}`, "{{a}}", "{NULL}", "{a,null}", "[0:1]={a,b}", `{"a",}`, "{ }x"} {
+		if got, err := parseTextArray(s); err == nil {
+			t.Errorf("parseTextArray(%q) = %q, want an error", s, got)
+		}
 	}
 }

@@ -10,4 +10,4 @@ WITH upsert_user AS (
 )
 INSERT INTO tasks (user_id, title, description, completed, priority, due_date, tags)
 VALUES (:u, 'bench task', NULL, false, 'high', NULL, '{load}')
-RETURNING id, user_id, title, description, completed, priority, due_date, to_json(tags), created_at, updated_at, version;
+RETURNING id, title, description, completed, priority, due_date, tags, created_at, updated_at, version;

@@ -1,5 +1,5 @@
 \set u random(1, 1000)
 \set lim 21
-SELECT id, user_id, title, description, completed, priority, due_date, to_json(tags), created_at, updated_at, version FROM tasks WHERE user_id = :u
+SELECT id, title, description, completed, priority, due_date, tags, created_at, updated_at, version FROM tasks WHERE user_id = :u
 ORDER BY created_at DESC, id DESC
 LIMIT :lim;
