@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net"
 	"sync/atomic"
@@ -117,4 +118,86 @@ func TestRoundTripBudget(t *testing.T) {
 	if got := counter.n.Load() - before; got != 1 {
 		t.Errorf("get after 1.5 s idle: %d round trips, want 1", got)
 	}
+}
+
+// TestCancelledRequestKeepsConnection cancels a request's context while its
+// statement waits for a row lock. The statement still finishes once the
+// lock is released, and the pool keeps its connection: stopping the
+// statement midway would have made the driver close it, and the next
+// request pay for a new one (for Neon, a TLS handshake).
+func TestCancelledRequestKeepsConnection(t *testing.T) {
+	t.Parallel()
+	var dials atomic.Int64
+	db, url := newTestDB(t, func(c *dbConfig) {
+		c.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}
+		c.MaxOpenConns, c.MaxIdleConns = 1, 1
+	})
+	store := NewStore(db, 5*time.Second)
+	ctx := context.Background()
+	u := User{ID: "leaver"}
+	task, err := store.CreateTask(ctx, u, NewTask{Title: "locked", Priority: "low"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	other, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	lock, err := other.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback()
+	if _, err := lock.ExecContext(ctx, `SELECT FROM tasks WHERE id = $1 FOR UPDATE`, task.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	reqCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		title := "renamed"
+		_, err := store.UpdateTask(reqCtx, u, task.ID, TaskPatch{Title: &title}, nil)
+		done <- err
+	}()
+	waitForBlocked(t, other, lock)
+	cancel() // the client goes away
+	time.Sleep(50 * time.Millisecond)
+	if err := lock.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("update whose client left: %v; want it finished", err)
+	}
+	got, err := store.GetTask(ctx, u.ID, task.ID)
+	if err != nil || got.Title != "renamed" {
+		t.Errorf("after: %+v, %v", got, err)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("the pool opened %d connections; want 1, kept throughout", n)
+	}
+}
+
+// waitForBlocked waits until a statement waits for a lock that tx holds.
+func waitForBlocked(t *testing.T, db *sql.DB, tx *sql.Tx) {
+	t.Helper()
+	var holder int
+	if err := tx.QueryRow(`SELECT pg_backend_pid()`).Scan(&holder); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		var waiting bool
+		err := db.QueryRow(`SELECT EXISTS (SELECT FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid)))`, holder).Scan(&waiting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			return
+		}
+	}
+	t.Fatal("no statement ever waited for the transaction's lock")
 }

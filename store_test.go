@@ -213,23 +213,7 @@ func TestServerKeyMadeByAnotherInstance(t *testing.T) {
 		key, err := serverKey(ctx, db, "cursor")
 		got <- result{key, err}
 	}()
-	// serverKey's insert now waits on the open transaction's row.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var waiting bool
-		err := db.QueryRowContext(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%server_keys%')`).Scan(&waiting)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if waiting {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("serverKey never waited for the other transaction")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitForBlocked(t, db, other) // serverKey's insert waits for the open transaction
 	if err := other.Commit(); err != nil {
 		t.Fatal(err)
 	}
