@@ -37,6 +37,10 @@ end
 
 function done(summary, latency, requests)
   local e = summary.errors
+  if e.connect + e.read + e.write + e.status + e.timeout > 0 then
+    io.stderr:write(string.format("wrk errors: connect %d, read %d, write %d, status %d, timeout %d\n",
+      e.connect, e.read, e.write, e.status, e.timeout))
+  end
   io.write(string.format("RESULT %.1f %.3f %.3f %d\n",
     summary.requests / (summary.duration / 1e6),
     latency:percentile(50) / 1000, latency:percentile(99) / 1000,
