@@ -585,18 +585,28 @@ func isQuoted(s string) bool {
 // writeTask writes a task with its ETag.
 func writeTask(w http.ResponseWriter, status int, t Task) {
 	w.Header().Set("ETag", etag(t))
-	buf := getBuffer()
-	defer putBuffer(buf)
-	*buf = appendTask(*buf, &t)
-	writeBody(w, status, append(*buf, '\n'))
+	writeEncoded(w, status, func(b []byte) []byte { return appendTask(b, &t) })
 }
 
 // writeTasks writes a page of tasks as a JSON array.
 func writeTasks(w http.ResponseWriter, tasks []Task) {
-	buf := getBuffer()
-	defer putBuffer(buf)
-	*buf = append(appendTasks(*buf, tasks), '\n')
-	writeBody(w, http.StatusOK, *buf)
+	writeEncoded(w, http.StatusOK, func(b []byte) []byte { return appendTasks(b, tasks) })
+}
+
+// bufferPool holds response buffers, so that a busy server does not make a
+// new one for every response.
+var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+// writeEncoded writes the JSON that encode appends to a pooled buffer. A
+// buffer that a very large response grew is not kept: one big page must not
+// hold its memory for ever.
+func writeEncoded(w http.ResponseWriter, status int, encode func([]byte) []byte) {
+	buf := bufferPool.Get().(*[]byte)
+	*buf = append(encode((*buf)[:0]), '\n')
+	writeBody(w, status, *buf)
+	if cap(*buf) <= 64<<10 {
+		bufferPool.Put(buf)
+	}
 }
 
 // appendTasks appends tasks as a JSON array.
@@ -715,22 +725,6 @@ func appendJSONString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
-}
-
-// bufferPool holds response buffers, so that a busy server does not make a
-// new one for every response.
-var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
-
-func getBuffer() *[]byte { return bufferPool.Get().(*[]byte) }
-
-// putBuffer returns a buffer to the pool, unless a very large response grew
-// it: one big page must not keep its memory for ever.
-func putBuffer(b *[]byte) {
-	if cap(*b) > 64<<10 {
-		return
-	}
-	*b = (*b)[:0]
-	bufferPool.Put(b)
 }
 
 // field is one member of a JSON request body. It records whether the member

@@ -748,7 +748,7 @@ func (a *textArray) Scan(src any) error {
 	}
 	tags, err := parseTextArray(s)
 	if err != nil {
-		return fmt.Errorf("scan text[] %q: %w", s, err)
+		return fmt.Errorf("scan text[]: %w", err)
 	}
 	*a = tags
 	return nil
@@ -796,7 +796,7 @@ func parseTextArray(s string) ([]string, error) {
 			}
 			elem = body[i : i+end]
 			if elem == "" || strings.EqualFold(elem, "NULL") || strings.ContainsAny(elem, "\"\\{} \t\n\r\v\f") {
-				return nil, fmt.Errorf("unexpected element %q", elem)
+				return nil, errors.New("an unquoted element that PostgreSQL would have quoted")
 			}
 			i += end
 		}
@@ -805,7 +805,7 @@ func parseTextArray(s string) ([]string, error) {
 			return elems, nil
 		}
 		if body[i] != ',' {
-			return nil, fmt.Errorf("unexpected %q after an element", body[i])
+			return nil, errors.New("no comma after an element")
 		}
 	}
 }
