@@ -484,3 +484,23 @@ func testLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 func isAuthError(err error) bool {
 	return errors.Is(err, errInvalidToken) || errors.Is(err, ErrKeysUnavailable)
 }
+
+// waitForBlocked waits until a statement waits for a lock that tx holds.
+func waitForBlocked(t *testing.T, db *sql.DB, tx *sql.Tx) {
+	t.Helper()
+	var holder int
+	if err := tx.QueryRow(`SELECT pg_backend_pid()`).Scan(&holder); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		var waiting bool
+		err := db.QueryRow(`SELECT EXISTS (SELECT FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid)))`, holder).Scan(&waiting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			return
+		}
+	}
+	t.Fatal("no statement ever waited for the transaction's lock")
+}
