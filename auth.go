@@ -1,25 +1,20 @@
+// This file authenticates requests: the bearer-token middleware, and the
+// verification of tokens signed with the shared secret (HS256) or with a key
+// from the JWKS (jwks.go).
+
 package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -306,20 +301,18 @@ func firstNonNil(ps ...*string) *string {
 	return nil
 }
 
-// validUserID reports whether id can be a user id: 1 to 255 characters,
-// with no control characters (PostgreSQL refuses NUL in text).
+// validUserID reports whether id can be a user id: 1 to maxUserID
+// characters of text without control characters.
 func validUserID(id string) bool {
-	if id == "" || utf8.RuneCountInString(id) > 255 {
-		return false
-	}
-	return !strings.ContainsFunc(id, func(r rune) bool { return r < 0x20 || r == 0x7f })
+	return checkText(id, 1, maxUserID) == "" &&
+		!strings.ContainsFunc(id, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
 
 // cleanClaim returns a profile claim fit to store, or "" for one that is
-// too long or holds a NUL. Profile data is a convenience: a strange email
-// claim must not refuse an otherwise valid token.
+// not valid text of at most max characters. Profile data is a convenience:
+// a strange email claim must not refuse an otherwise valid token.
 func cleanClaim(s string, max int) string {
-	if utf8.RuneCountInString(s) > max || strings.ContainsRune(s, 0) {
+	if !validText(s, max) {
 		return ""
 	}
 	return s
@@ -348,195 +341,4 @@ func mintToken(secret []byte, u User, issuer, audience string, ttl time.Duration
 		claims["aud"] = audience
 	}
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
-}
-
-// publicKey is a verification key from the JWKS and the one algorithm it may
-// verify.
-type publicKey struct {
-	alg string
-	key any // ed25519.PublicKey, *ecdsa.PublicKey or *rsa.PublicKey
-}
-
-// keySet caches the JWKS. A known kid is served from memory. An unknown kid
-// triggers a refetch, at most once per minRefetch, so that a flood of tokens
-// with made-up kids cannot turn into a flood of fetches; a key rotated in by
-// the issuer is picked up on first sight. The set is also refetched when
-// older than maxAge, so that removed keys stop verifying. When a fetch fails
-// the known keys keep working.
-type keySet struct {
-	url        string
-	client     *http.Client
-	logger     *slog.Logger
-	minRefetch time.Duration
-	maxAge     time.Duration
-	now        func() time.Time // time.Now, but for tests
-
-	mu        sync.RWMutex // guards keys and fetchedAt
-	keys      map[string]publicKey
-	fetchedAt time.Time
-
-	fetchMu     sync.Mutex // one fetch at a time; guards lastAttempt and lastErr
-	lastAttempt time.Time
-	lastErr     error
-}
-
-func newKeySet(url string, client *http.Client, logger *slog.Logger) *keySet {
-	return &keySet{url: url, client: client, logger: logger, minRefetch: 30 * time.Second, maxAge: time.Hour, now: time.Now}
-}
-
-// cached returns the key for kid and whether the set is younger than maxAge.
-func (ks *keySet) cached(kid string) (publicKey, bool, bool) {
-	ks.mu.RLock()
-	defer ks.mu.RUnlock()
-	k, ok := ks.keys[kid]
-	return k, ok, ks.now().Sub(ks.fetchedAt) < ks.maxAge
-}
-
-// lookup returns the key for kid, fetching the set when kid is unknown or the
-// set is old, within the refetch limit. It returns ErrKeysUnavailable when it
-// has no such key and its last fetch failed.
-func (ks *keySet) lookup(ctx context.Context, kid string) (publicKey, error) {
-	if k, ok, fresh := ks.cached(kid); ok && fresh {
-		return k, nil
-	}
-	ks.fetchMu.Lock()
-	defer ks.fetchMu.Unlock()
-	if k, ok, fresh := ks.cached(kid); ok && fresh { // fetched while we waited
-		return k, nil
-	}
-	if ks.now().Sub(ks.lastAttempt) >= ks.minRefetch {
-		ks.lastAttempt = ks.now()
-		ks.lastErr = ks.fetch(ctx)
-		if ks.lastErr != nil {
-			ks.logger.Error("fetch JWKS", "url", ks.url, "err", ks.lastErr)
-		}
-	}
-	if k, ok, _ := ks.cached(kid); ok {
-		return k, nil
-	}
-	if ks.lastErr != nil {
-		return publicKey{}, fmt.Errorf("%w: %w", ErrKeysUnavailable, ks.lastErr)
-	}
-	return publicKey{}, fmt.Errorf("no key with kid %q in the JWKS", kid)
-}
-
-// fetch replaces the cached keys with the set at ks.url. It is not cut short
-// when the request that triggered it is cancelled: others may be waiting.
-func (ks *keySet) fetch(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ks.client.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ks.url, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := ks.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", ks.url, resp.Status)
-	}
-	var set struct {
-		Keys []jwk `json:"keys"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&set); err != nil {
-		return fmt.Errorf("decode JWKS: %w", err)
-	}
-	keys := make(map[string]publicKey, len(set.Keys))
-	for _, j := range set.Keys {
-		k, err := j.publicKey()
-		if err != nil {
-			ks.logger.Warn("skip JWKS key", "kid", j.Kid, "err", err)
-			continue
-		}
-		keys[j.Kid] = k
-	}
-	if len(keys) == 0 {
-		return fmt.Errorf("JWKS at %s holds no usable key", ks.url)
-	}
-	ks.mu.Lock()
-	ks.keys, ks.fetchedAt = keys, ks.now()
-	ks.mu.Unlock()
-	return nil
-}
-
-// jwk is one JSON Web Key (RFC 7517) of the kinds taskapi verifies with:
-// Ed25519 (RFC 8037), EC P-256 and RSA (RFC 7518).
-type jwk struct {
-	Kty string `json:"kty"`
-	Kid string `json:"kid"`
-	Alg string `json:"alg"`
-	Use string `json:"use"`
-	Crv string `json:"crv"`
-	X   string `json:"x"`
-	Y   string `json:"y"`
-	N   string `json:"n"`
-	E   string `json:"e"`
-}
-
-// publicKey parses j. The algorithm follows from the key type; an "alg"
-// member, when present, must agree with it.
-func (j jwk) publicKey() (publicKey, error) {
-	if j.Kid == "" {
-		return publicKey{}, errors.New("no kid")
-	}
-	if j.Use != "" && j.Use != "sig" {
-		return publicKey{}, fmt.Errorf("use %q is not sig", j.Use)
-	}
-	var k publicKey
-	switch {
-	case j.Kty == "OKP" && j.Crv == "Ed25519":
-		x, err := b64(j.X, ed25519.PublicKeySize)
-		if err != nil {
-			return publicKey{}, fmt.Errorf("x: %w", err)
-		}
-		k = publicKey{alg: "EdDSA", key: ed25519.PublicKey(x)}
-	case j.Kty == "EC" && j.Crv == "P-256":
-		x, errX := b64(j.X, 32)
-		y, errY := b64(j.Y, 32)
-		if err := errors.Join(errX, errY); err != nil {
-			return publicKey{}, err
-		}
-		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
-		if err != nil { // not on the curve
-			return publicKey{}, err
-		}
-		k = publicKey{alg: "ES256", key: pub}
-	case j.Kty == "RSA":
-		n, errN := b64(j.N, 0)
-		e, errE := b64(j.E, 0)
-		if err := errors.Join(errN, errE); err != nil {
-			return publicKey{}, err
-		}
-		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n)}
-		if len(e) > 4 || pub.N.BitLen() < 2048 {
-			return publicKey{}, errors.New("RSA key under 2048 bits or with an oversized exponent")
-		}
-		pub.E = int(new(big.Int).SetBytes(e).Int64())
-		if pub.E < 3 || pub.E%2 == 0 {
-			return publicKey{}, errors.New("bad RSA exponent")
-		}
-		k = publicKey{alg: "RS256", key: pub}
-	default:
-		return publicKey{}, fmt.Errorf("unsupported key type %q (crv %q)", j.Kty, j.Crv)
-	}
-	if j.Alg != "" && j.Alg != k.alg {
-		return publicKey{}, fmt.Errorf("alg %q does not fit a %s key", j.Alg, k.alg)
-	}
-	return k, nil
-}
-
-// b64 decodes base64url without padding, as JWKs carry it, and checks the
-// length when size is not zero.
-func b64(s string, size int) ([]byte, error) {
-	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) == 0 || size != 0 && len(b) != size {
-		return nil, fmt.Errorf("%d bytes, want %d", len(b), size)
-	}
-	return b, nil
 }

@@ -21,7 +21,7 @@ func BenchmarkRoutes(b *testing.B) {
 	db, _ := newTestDB(b)
 	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	store := NewStore(db, 5*time.Second)
-	h := newServer(logger, store, NewVerifier(VerifierConfig{Secret: testSecret}, logger), nil, cursorCodec{[]byte("k")}, nil)
+	h := newServer(logger, "test", store, NewVerifier(VerifierConfig{Secret: testSecret}, logger), nil, cursorCodec{[]byte("k")}, nil)
 	tok, err := mintToken(testSecret, User{ID: "bench", Email: "bench@example.com"}, "", "", time.Hour)
 	if err != nil {
 		b.Fatal(err)
@@ -135,7 +135,7 @@ func BenchmarkVerify(b *testing.B) {
 // no strings, constants) in place of the parameters.
 func TestBenchSQLMirrorsStore(t *testing.T) {
 	t.Parallel()
-	list, _, err := listQuery("u", ListOptions{Sort: "created", Desc: true, Limit: 21})
+	list, _, err := listQuery("u", ListOptions{Sort: SortCreated, Desc: true, Limit: 20})
 	if err != nil {
 		t.Fatal(err)
 	}

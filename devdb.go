@@ -1,3 +1,7 @@
+// This file runs the development database: a private PostgreSQL server in
+// the data directory, started by `go run .` when DATABASE_URL is unset, and
+// by the tests.
+
 package main
 
 import (

@@ -1,5 +1,8 @@
 //go:build !unix
 
+// This file holds the development database's stand-ins for systems without
+// Unix users.
+
 package main
 
 import (

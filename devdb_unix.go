@@ -1,5 +1,8 @@
 //go:build unix
 
+// This file holds the Unix side of the development database: running the
+// server as an unprivileged user when taskapi runs as root.
+
 package main
 
 import (

@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	verifier := NewVerifier(cfg.verifierConfig(), logger)
 	srv := &http.Server{
-		Handler: newServer(logger, NewStore(db, cfg.QueryTimeout), verifier,
+		Handler: newServer(logger, buildVersion(), NewStore(db, cfg.QueryTimeout), verifier,
 			newRateLimiter(cfg.RateLimit, cfg.RateBurst), cursorCodec{cursorKey}, cfg.CORSOrigins),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,

@@ -20,7 +20,7 @@ import (
 // loadOpenAPI parses and validates the embedded document.
 func loadOpenAPI(t *testing.T) *openapi3.T {
 	t.Helper()
-	doc, err := openapi3.NewLoader().LoadFromData(openAPIDocument)
+	doc, err := openapi3.NewLoader().LoadFromData([]byte(openAPIDocument))
 	if err != nil {
 		t.Fatalf("openapi.json does not load: %v", err)
 	}
@@ -36,7 +36,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	t.Parallel()
 	doc := loadOpenAPI(t)
 	var served, documented []string
-	for _, r := range routes(slog.New(slog.DiscardHandler), nil, NewVerifier(VerifierConfig{Secret: testSecret}, slog.New(slog.DiscardHandler)), nil, cursorCodec{}) {
+	for _, r := range routes(slog.New(slog.DiscardHandler), "test", nil, NewVerifier(VerifierConfig{Secret: testSecret}, slog.New(slog.DiscardHandler)), nil, cursorCodec{}) {
 		served = append(served, r.pattern)
 	}
 	for path, item := range doc.Paths.Map() {

@@ -1,3 +1,6 @@
+// This file limits how fast each user may call the API: a token bucket per
+// user, and the middleware that answers 429 past it.
+
 package main
 
 import (

@@ -1,33 +1,19 @@
+// This file is the Store: the task and account types, the store's errors,
+// and every statement that reads or writes them. Lists are in list.go, the
+// pool and the schema in db.go.
+
 package main
 
 import (
 	"context"
 	"crypto/rand"
 	"database/sql"
-	"database/sql/driver"
-	_ "embed"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"slices"
-	"strconv"
-	"strings"
 	"time"
-	"unicode/utf8"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/stdlib"
 )
-
-// schemaSQL is the whole database schema, applied at every boot by applySchema.
-//
-//go:embed schema.sql
-var schemaSQL string
 
 // Errors the store returns. Callers test for them with errors.Is; the
 // handlers map each to one HTTP status in writeError.
@@ -105,30 +91,6 @@ type TaskPatch struct {
 	SetDueDate     bool
 	DueDate        *time.Time
 	Tags           []string // nil leaves the tags; an empty slice clears them
-}
-
-// ListOptions selects and orders the tasks a list returns, and where the
-// page starts. Nil and empty fields do not filter.
-type ListOptions struct {
-	Completed *bool  // true: completed tasks only; false: pending only
-	Sort      string // a key of listSorts
-	Desc      bool
-	Limit     int
-	After     *Position // the last task of the previous page; nil for the first page
-
-	Query     string     // in title or description, case-insensitive, literally
-	Priority  string     // one of priorities
-	Tags      []string   // every one must be present
-	DueBefore *time.Time // due_date < DueBefore
-	DueAfter  *time.Time // due_date >= DueAfter
-	Overdue   *bool      // due in the past and not completed (or the opposite)
-}
-
-// Position is a place in a list: the sort key of a task, as text, and its
-// id, which breaks ties.
-type Position struct {
-	Key string
-	ID  string
 }
 
 // Stats counts a user's tasks.
@@ -242,136 +204,6 @@ const accountSQL = `SELECT u.email, u.name, u.created_at, s.total, s.completed, 
 // (ON DELETE CASCADE), in the statement's one transaction.
 const deleteAccountSQL = `DELETE FROM users WHERE id = $1`
 
-// listSort is one sort order: the SQL expression of its key, which an index
-// of schema.sql matches exactly, and the key's type in a cursor.
-type listSort struct {
-	expr, typ string
-}
-
-// listSorts maps each sort key of the API to its ascending and descending
-// orders. Tasks without a due date sort last either way: their key is
-// infinity ascending and -infinity descending.
-var listSorts = map[string][2]listSort{
-	"created":  {{"created_at", "timestamptz"}, {"created_at", "timestamptz"}},
-	"updated":  {{"updated_at", "timestamptz"}, {"updated_at", "timestamptz"}},
-	"title":    {{"title", "text"}, {"title", "text"}},
-	"due_date": {{"coalesce(due_date, 'infinity'::timestamptz)", "timestamptz"}, {"coalesce(due_date, '-infinity'::timestamptz)", "timestamptz"}},
-	"priority": {{priorityRank, "integer"}, {priorityRank, "integer"}},
-}
-
-// priorityRank orders priorities low < medium < high, not alphabetically.
-const priorityRank = `(CASE priority WHEN 'low' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END)`
-
-// listQuery returns the statement and arguments of a list. It is put
-// together from fixed pieces only (user input goes in the arguments), with a
-// condition for each filter in use and none for the rest, so that every
-// statement has a plain plan that PostgreSQL can cache: an index range scan
-// in the order asked for, stopped by the LIMIT. A later page starts after a
-// position with a row comparison, which the same index serves as a range, so
-// each page costs the same however deep it is.
-func listQuery(userID string, opts ListOptions) (string, []any, error) {
-	dirs, ok := listSorts[opts.Sort]
-	if !ok {
-		return "", nil, fmt.Errorf("unknown sort %q", opts.Sort)
-	}
-	ls, dir, cmp := dirs[0], "ASC", ">"
-	if opts.Desc {
-		ls, dir, cmp = dirs[1], "DESC", "<"
-	}
-	var q strings.Builder
-	args := []any{userID}
-	q.WriteString("SELECT " + taskColumns + " FROM tasks WHERE user_id = $1")
-	// where adds a condition; each ? in it stands for the next argument.
-	where := func(cond string, values ...any) {
-		q.WriteString("\n  AND ")
-		for _, part := range strings.SplitAfter(cond, "?") {
-			if strings.HasSuffix(part, "?") {
-				args = append(args, values[0])
-				values = values[1:]
-				part = strings.TrimSuffix(part, "?") + "$" + strconv.Itoa(len(args))
-			}
-			q.WriteString(part)
-		}
-	}
-	if opts.Completed != nil {
-		where("completed = ?", *opts.Completed)
-	}
-	if opts.Query != "" {
-		pattern := "%" + likeEscaper.Replace(opts.Query) + "%"
-		where("(title ILIKE ? OR description ILIKE ?)", pattern, pattern)
-	}
-	if opts.Priority != "" {
-		where("priority = ?", opts.Priority)
-	}
-	if len(opts.Tags) > 0 {
-		where("tags @> ?", opts.Tags)
-	}
-	if opts.DueBefore != nil {
-		where("due_date < ?", *opts.DueBefore)
-	}
-	if opts.DueAfter != nil {
-		where("due_date >= ?", *opts.DueAfter)
-	}
-	if opts.Overdue != nil {
-		if *opts.Overdue {
-			where("NOT completed AND due_date < now()")
-		} else {
-			where("(completed OR due_date IS NULL OR due_date >= now())")
-		}
-	}
-	if p := opts.After; p != nil {
-		if !validSortKey(opts.Sort, p.Key) || !isUUID(p.ID) {
-			return "", nil, fmt.Errorf("%w: %+v", ErrBadPosition, *p)
-		}
-		where("("+ls.expr+", id) "+cmp+" (?::text::"+ls.typ+", ?::uuid)", p.Key, p.ID)
-	}
-	args = append(args, opts.Limit)
-	q.WriteString("\nORDER BY " + ls.expr + " " + dir + ", id " + dir + "\nLIMIT $" + strconv.Itoa(len(args)))
-	return q.String(), args, nil
-}
-
-// SortKey returns t's key in the given order, as a Position holds it.
-func SortKey(sort string, desc bool, t Task) string {
-	switch sort {
-	case "created":
-		return t.CreatedAt.Format(time.RFC3339Nano)
-	case "updated":
-		return t.UpdatedAt.Format(time.RFC3339Nano)
-	case "title":
-		return t.Title
-	case "due_date":
-		switch {
-		case t.DueDate != nil:
-			return t.DueDate.Format(time.RFC3339Nano)
-		case desc:
-			return "-infinity"
-		default:
-			return "infinity"
-		}
-	case "priority":
-		return strconv.Itoa(slices.Index(priorities, t.Priority) + 1)
-	}
-	panic("SortKey: unknown sort " + sort)
-}
-
-// validSortKey reports whether key can be a key of the given sort, so that
-// a cursor can never make PostgreSQL fail a cast.
-func validSortKey(sort, key string) bool {
-	switch sort {
-	case "created", "updated":
-		_, err := time.Parse(time.RFC3339Nano, key)
-		return err == nil
-	case "due_date":
-		_, err := time.Parse(time.RFC3339Nano, key)
-		return err == nil || key == "infinity" || key == "-infinity"
-	case "priority":
-		return key == "1" || key == "2" || key == "3"
-	case "title":
-		return utf8.ValidString(key) && !strings.ContainsRune(key, 0)
-	}
-	return false
-}
-
 // Store reads and writes tasks. Every method is scoped by the user it is
 // given: a task of another user is indistinguishable from no task at all.
 type Store struct {
@@ -394,40 +226,6 @@ func NewStore(db *sql.DB, timeout time.Duration) *Store {
 func (s *Store) statementContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 }
-
-// ListTasks returns up to opts.Limit of the user's tasks that match opts,
-// in its order, after opts.After. It returns an empty, non-nil slice when
-// there are none.
-func (s *Store) ListTasks(ctx context.Context, userID string, opts ListOptions) ([]Task, error) {
-	query, args, err := listQuery(userID, opts)
-	if err != nil {
-		return nil, fmt.Errorf("list tasks: %w", err)
-	}
-	ctx, cancel := s.statementContext(ctx)
-	defer cancel()
-	rows, err := s.db.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, dbError("list tasks", err)
-	}
-	defer rows.Close()
-	tasks := []Task{}
-	scanner := newTaskScanner(userID)
-	for rows.Next() {
-		t, err := scanner.scan(rows)
-		if err != nil {
-			return nil, dbError("list tasks", err)
-		}
-		tasks = append(tasks, t)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, dbError("list tasks", err)
-	}
-	return tasks, nil
-}
-
-// likeEscaper makes % and _ (and the escape character itself) match
-// literally in an ILIKE pattern.
-var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
 // Stats counts the user's tasks.
 func (s *Store) Stats(ctx context.Context, userID string) (Stats, error) {
@@ -656,36 +454,6 @@ func (s *Store) DeleteAccount(ctx context.Context, userID string) error {
 	return nil
 }
 
-// newUUID returns a random (version 4) UUID.
-func newUUID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
-
-// serverKey returns the secret called name from server_keys, making a random
-// one the first time: every instance on the database then shares it.
-func serverKey(ctx context.Context, db *sql.DB, name string) ([]byte, error) {
-	fresh := make([]byte, 32)
-	rand.Read(fresh)
-	_, err := db.ExecContext(ctx, `INSERT INTO server_keys (name, key) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, name, fresh)
-	if err != nil {
-		return nil, fmt.Errorf("make server key %q: %w", name, err)
-	}
-	// A statement of its own: when another instance booting at the same
-	// moment made the key, the insert above waited for its commit, but a
-	// SELECT in the same statement would still read the snapshot from
-	// before it, and find nothing.
-	var key []byte
-	if err := db.QueryRowContext(ctx, `SELECT key FROM server_keys WHERE name = $1`, name).Scan(&key); err != nil {
-		return nil, fmt.Errorf("read server key %q: %w", name, err)
-	}
-	return key, nil
-}
-
 // Ping reports whether the database answers within timeout.
 func (s *Store) Ping(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
@@ -694,6 +462,16 @@ func (s *Store) Ping(ctx context.Context, timeout time.Duration) error {
 		return dbError("ping", err)
 	}
 	return nil
+}
+
+// newUUID returns a random (version 4) UUID.
+func newUUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
 // taskScanner reads rows of taskColumns into tasks of one user. One serves
@@ -736,92 +514,6 @@ func (s *taskScanner) scan(row interface{ Scan(...any) error }) (Task, error) {
 	return t, nil
 }
 
-// textArray scans a PostgreSQL text[] into a []string. database/sql before
-// Go 1.27 cannot scan an array into a slice, and the driver hands it over in
-// PostgreSQL's text form: {a,"b c","say \"hi\""}.
-type textArray []string
-
-func (a *textArray) Scan(src any) error {
-	s, ok := src.(string)
-	if !ok {
-		return fmt.Errorf("scan text[]: got %T", src)
-	}
-	tags, err := parseTextArray(s)
-	if err != nil {
-		return fmt.Errorf("scan text[]: %w", err)
-	}
-	*a = tags
-	return nil
-}
-
-// parseTextArray parses a one-dimensional text[] without NULLs in the form
-// PostgreSQL writes it: elements separated by commas, and in double quotes,
-// with \ before any " or \ inside, when they are empty or hold a quote,
-// backslash, brace, comma or white space, or spell NULL. Anything else is an
-// error, never a guess. An empty array is an empty, non-nil slice.
-func parseTextArray(s string) ([]string, error) {
-	if len(s) < 2 || s[0] != '{' || s[len(s)-1] != '}' {
-		return nil, errors.New("not an array")
-	}
-	body := s[1 : len(s)-1]
-	elems := []string{}
-	if body == "" {
-		return elems, nil
-	}
-	for i := 0; ; i++ {
-		if i == len(body) {
-			return nil, errors.New("missing element after a comma")
-		}
-		var elem string
-		if body[i] == '"' {
-			start, escaped := i+1, false
-			for i = start; i < len(body) && body[i] != '"'; i++ {
-				if body[i] == '\\' {
-					escaped = true
-					i++
-				}
-			}
-			if i >= len(body) {
-				return nil, errors.New("unterminated quoted element")
-			}
-			elem = body[start:i]
-			if escaped {
-				elem = unescapeArrayElement(elem)
-			}
-			i++
-		} else {
-			end := strings.IndexByte(body[i:], ',')
-			if end < 0 {
-				end = len(body) - i
-			}
-			elem = body[i : i+end]
-			if elem == "" || strings.EqualFold(elem, "NULL") || strings.ContainsAny(elem, "\"\\{} \t\n\r\v\f") {
-				return nil, errors.New("an unquoted element that PostgreSQL would have quoted")
-			}
-			i += end
-		}
-		elems = append(elems, elem)
-		if i == len(body) {
-			return elems, nil
-		}
-		if body[i] != ',' {
-			return nil, errors.New("no comma after an element")
-		}
-	}
-}
-
-// unescapeArrayElement removes the backslash before each escaped character.
-func unescapeArrayElement(s string) string {
-	b := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' {
-			i++
-		}
-		b = append(b, s[i])
-	}
-	return string(b)
-}
-
 // nonNil returns s, or an empty slice when s is nil, so that JSON shows [] and
 // the database stores '{}' rather than NULL.
 func nonNil(s []string) []string {
@@ -851,156 +543,4 @@ func isUUID(s string) bool {
 		}
 	}
 	return true
-}
-
-// dbError maps a database error to the store's errors, wrapping it with the
-// operation: no row is ErrNotFound; a lost, refused or timed-out connection
-// is ErrUnavailable; a violated constraint is ErrRejected.
-func dbError(op string, err error) error {
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return ErrNotFound
-	case isUnavailable(err):
-		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "23514", // check_violation
-			"22021", // character_not_in_repertoire (NUL, bad encoding)
-			"22001", // string_data_right_truncation
-			"22P05": // untranslatable_character
-			return fmt.Errorf("%s: %w: %w", op, ErrRejected, err)
-		}
-	}
-	return fmt.Errorf("%s: %w", op, err)
-}
-
-// isUnavailable reports whether err means the database cannot serve right
-// now, as opposed to a fault in the statement.
-func isUnavailable(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return strings.HasPrefix(pgErr.Code, "08") || // connection exception
-			pgErr.Code == "53300" || // too_many_connections
-			pgErr.Code == "57P01" || // admin_shutdown
-			pgErr.Code == "57P02" || // crash_shutdown
-			pgErr.Code == "57P03" || // cannot_connect_now (starting up, waking)
-			pgErr.Code == "57014" // query_canceled (statement timeout)
-	}
-	var connectErr *pgconn.ConnectError
-	var netErr net.Error
-	return errors.As(err, &connectErr) ||
-		errors.As(err, &netErr) ||
-		errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, driver.ErrBadConn) ||
-		errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, io.EOF) ||
-		pgconn.Timeout(err)
-}
-
-// dbConfig holds the pool settings for openDB.
-type dbConfig struct {
-	URL             string
-	MaxOpenConns    int
-	MaxIdleConns    int
-	ConnMaxLifetime time.Duration
-	ConnMaxIdleTime time.Duration
-	ConnectTimeout  time.Duration // per connection attempt, unless the URL sets connect_timeout
-	BootTimeout     time.Duration // how long openDB keeps retrying
-	// DialFunc, when set, opens the network connections; tests use it to
-	// count round trips.
-	DialFunc pgconn.DialFunc
-}
-
-// pingAfterIdle is how long a pooled connection may sit idle before it is
-// checked with a ping on its next use. The driver's default, one second,
-// would add a round trip to most requests of a lightly used service; a
-// connection idle this long may have been dropped by a suspended database or
-// a NAT, so it is worth one.
-const pingAfterIdle = 30 * time.Second
-
-// openDB opens a pool to the database at cfg.URL and waits until it answers,
-// retrying with backoff for up to cfg.BootTimeout: a serverless database may
-// be waking up. The URL is any libpq-style URL or DSN, so a Neon URL with
-// sslmode=require and channel_binding=require works as it is.
-func openDB(ctx context.Context, cfg dbConfig, logger *slog.Logger) (*sql.DB, error) {
-	pgCfg, err := pgx.ParseConfig(cfg.URL)
-	if err != nil {
-		// The parse error can echo the URL, password included: say less.
-		return nil, errors.New("DATABASE_URL is not a valid PostgreSQL connection string (postgres://user:password@host:5432/db?sslmode=require)")
-	}
-	if pgCfg.ConnectTimeout == 0 {
-		pgCfg.ConnectTimeout = cfg.ConnectTimeout
-	}
-	if _, ok := pgCfg.RuntimeParams["application_name"]; !ok {
-		pgCfg.RuntimeParams["application_name"] = "taskapi"
-	}
-	if cfg.DialFunc != nil {
-		pgCfg.DialFunc = cfg.DialFunc
-	}
-	db := stdlib.OpenDB(*pgCfg, stdlib.OptionShouldPing(func(_ context.Context, p stdlib.ShouldPingParams) bool {
-		return p.IdleDuration > pingAfterIdle
-	}))
-	db.SetMaxOpenConns(cfg.MaxOpenConns)
-	db.SetMaxIdleConns(cfg.MaxIdleConns)
-	db.SetConnMaxLifetime(cfg.ConnMaxLifetime)
-	db.SetConnMaxIdleTime(cfg.ConnMaxIdleTime)
-
-	deadline := time.Now().Add(cfg.BootTimeout)
-	backoff := 250 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		pingCtx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
-		err = db.PingContext(pingCtx)
-		cancel()
-		if err == nil {
-			return db, nil
-		}
-		if ctx.Err() != nil || time.Now().Add(backoff).After(deadline) {
-			break
-		}
-		logger.Warn("database not reachable yet, retrying",
-			"host", pgCfg.Host, "attempt", attempt, "retry_in", backoff.String(), "err", err)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
-	db.Close()
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
-	return nil, fmt.Errorf("could not reach the database at %s:%d within %s: %w\n"+
-		"check that DATABASE_URL names the right host, port, database, user and password, "+
-		"that the server is running and reachable from here, and that sslmode suits it",
-		pgCfg.Host, pgCfg.Port, cfg.BootTimeout, err)
-}
-
-// schemaLockKey is the advisory lock that serializes schema application
-// across every taskapi instance sharing a database.
-const schemaLockKey = 7_283_424_952_120_117_391
-
-// applySchema applies schema.sql in one transaction that first takes an
-// advisory lock, so that instances booting at the same moment apply it one
-// after the other and never see a half-made schema. Every statement in it is
-// idempotent, so applying it to an up-to-date database changes nothing.
-func applySchema(ctx context.Context, db *sql.DB) error {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("apply schema: %w", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", int64(schemaLockKey)); err != nil {
-		return fmt.Errorf("apply schema: lock: %w", err)
-	}
-	// With no arguments, pgx sends the text over the simple protocol, which
-	// runs several statements at once.
-	if _, err := tx.ExecContext(ctx, schemaSQL); err != nil {
-		return fmt.Errorf("apply schema: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("apply schema: commit: %w", err)
-	}
-	return nil
 }

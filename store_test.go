@@ -72,7 +72,8 @@ func TestApplySchemaRepairsAndKeepsData(t *testing.T) {
 	if err := db.QueryRow("SELECT count(*) FROM pg_indexes WHERE indexname = 'tasks_user_created_idx' AND schemaname = current_schema()").Scan(&n); err != nil || n != 1 {
 		t.Errorf("index after re-apply: %d, %v", n, err)
 	}
-	tasks, err := store.ListTasks(ctx, "old", ListOptions{Sort: "created", Limit: 10})
+	page, err := store.ListTasks(ctx, "old", ListOptions{Sort: SortCreated, Limit: 10})
+	tasks := page.Tasks
 	if err != nil || len(tasks) != 1 || tasks[0].Title != "from before" || tasks[0].Priority != "high" {
 		t.Errorf("after re-apply: %+v, %v", tasks, err)
 	}

@@ -1,0 +1,201 @@
+// This file opens the database: the connection pool, the schema applied at
+// boot, the secrets every instance shares, and the mapping of database
+// errors to the store's.
+
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"database/sql/driver"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// schemaSQL is the whole database schema, applied at every boot by applySchema.
+//
+//go:embed schema.sql
+var schemaSQL string
+
+// dbConfig holds the pool settings for openDB.
+type dbConfig struct {
+	URL             string
+	MaxOpenConns    int
+	MaxIdleConns    int
+	ConnMaxLifetime time.Duration
+	ConnMaxIdleTime time.Duration
+	ConnectTimeout  time.Duration // per connection attempt, unless the URL sets connect_timeout
+	BootTimeout     time.Duration // how long openDB keeps retrying
+	// DialFunc, when set, opens the network connections; tests use it to
+	// count round trips.
+	DialFunc pgconn.DialFunc
+}
+
+// pingAfterIdle is how long a pooled connection may sit idle before it is
+// checked with a ping on its next use. The driver's default, one second,
+// would add a round trip to most requests of a lightly used service; a
+// connection idle this long may have been dropped by a suspended database or
+// a NAT, so it is worth one.
+const pingAfterIdle = 30 * time.Second
+
+// openDB opens a pool to the database at cfg.URL and waits until it answers,
+// retrying with backoff for up to cfg.BootTimeout: a serverless database may
+// be waking up. The URL is any libpq-style URL or DSN, so a Neon URL with
+// sslmode=require and channel_binding=require works as it is.
+func openDB(ctx context.Context, cfg dbConfig, logger *slog.Logger) (*sql.DB, error) {
+	pgCfg, err := pgx.ParseConfig(cfg.URL)
+	if err != nil {
+		// The parse error can echo the URL, password included: say less.
+		return nil, errors.New("DATABASE_URL is not a valid PostgreSQL connection string (postgres://user:password@host:5432/db?sslmode=require)")
+	}
+	if pgCfg.ConnectTimeout == 0 {
+		pgCfg.ConnectTimeout = cfg.ConnectTimeout
+	}
+	if _, ok := pgCfg.RuntimeParams["application_name"]; !ok {
+		pgCfg.RuntimeParams["application_name"] = "taskapi"
+	}
+	if cfg.DialFunc != nil {
+		pgCfg.DialFunc = cfg.DialFunc
+	}
+	db := stdlib.OpenDB(*pgCfg, stdlib.OptionShouldPing(func(_ context.Context, p stdlib.ShouldPingParams) bool {
+		return p.IdleDuration > pingAfterIdle
+	}))
+	db.SetMaxOpenConns(cfg.MaxOpenConns)
+	db.SetMaxIdleConns(cfg.MaxIdleConns)
+	db.SetConnMaxLifetime(cfg.ConnMaxLifetime)
+	db.SetConnMaxIdleTime(cfg.ConnMaxIdleTime)
+
+	deadline := time.Now().Add(cfg.BootTimeout)
+	backoff := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		pingCtx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+		err = db.PingContext(pingCtx)
+		cancel()
+		if err == nil {
+			return db, nil
+		}
+		if ctx.Err() != nil || time.Now().Add(backoff).After(deadline) {
+			break
+		}
+		logger.Warn("database not reachable yet, retrying",
+			"host", pgCfg.Host, "attempt", attempt, "retry_in", backoff.String(), "err", err)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+	db.Close()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return nil, fmt.Errorf("could not reach the database at %s:%d within %s: %w\n"+
+		"check that DATABASE_URL names the right host, port, database, user and password, "+
+		"that the server is running and reachable from here, and that sslmode suits it",
+		pgCfg.Host, pgCfg.Port, cfg.BootTimeout, err)
+}
+
+// schemaLockKey is the advisory lock that serializes schema application
+// across every taskapi instance sharing a database.
+const schemaLockKey = 7_283_424_952_120_117_391
+
+// applySchema applies schema.sql in one transaction that first takes an
+// advisory lock, so that instances booting at the same moment apply it one
+// after the other and never see a half-made schema. Every statement in it is
+// idempotent, so applying it to an up-to-date database changes nothing.
+func applySchema(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("apply schema: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", int64(schemaLockKey)); err != nil {
+		return fmt.Errorf("apply schema: lock: %w", err)
+	}
+	// With no arguments, pgx sends the text over the simple protocol, which
+	// runs several statements at once.
+	if _, err := tx.ExecContext(ctx, schemaSQL); err != nil {
+		return fmt.Errorf("apply schema: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("apply schema: commit: %w", err)
+	}
+	return nil
+}
+
+// serverKey returns the secret called name from server_keys, making a random
+// one the first time: every instance on the database then shares it.
+func serverKey(ctx context.Context, db *sql.DB, name string) ([]byte, error) {
+	fresh := make([]byte, 32)
+	rand.Read(fresh)
+	_, err := db.ExecContext(ctx, `INSERT INTO server_keys (name, key) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, name, fresh)
+	if err != nil {
+		return nil, fmt.Errorf("make server key %q: %w", name, err)
+	}
+	// A statement of its own: when another instance booting at the same
+	// moment made the key, the insert above waited for its commit, but a
+	// SELECT in the same statement would still read the snapshot from
+	// before it, and find nothing.
+	var key []byte
+	if err := db.QueryRowContext(ctx, `SELECT key FROM server_keys WHERE name = $1`, name).Scan(&key); err != nil {
+		return nil, fmt.Errorf("read server key %q: %w", name, err)
+	}
+	return key, nil
+}
+
+// dbError maps a database error to the store's errors, wrapping it with the
+// operation: no row is ErrNotFound; a lost, refused or timed-out connection
+// is ErrUnavailable; a violated constraint is ErrRejected.
+func dbError(op string, err error) error {
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return ErrNotFound
+	case isUnavailable(err):
+		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "23514", // check_violation
+			"22021", // character_not_in_repertoire (NUL, bad encoding)
+			"22001", // string_data_right_truncation
+			"22P05": // untranslatable_character
+			return fmt.Errorf("%s: %w: %w", op, ErrRejected, err)
+		}
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// isUnavailable reports whether err means the database cannot serve right
+// now, as opposed to a fault in the statement.
+func isUnavailable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return strings.HasPrefix(pgErr.Code, "08") || // connection exception
+			pgErr.Code == "53300" || // too_many_connections
+			pgErr.Code == "57P01" || // admin_shutdown
+			pgErr.Code == "57P02" || // crash_shutdown
+			pgErr.Code == "57P03" || // cannot_connect_now (starting up, waking)
+			pgErr.Code == "57014" // query_canceled (statement timeout)
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connectErr) ||
+		errors.As(err, &netErr) ||
+		errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, io.EOF) ||
+		pgconn.Timeout(err)
+}

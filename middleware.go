@@ -1,0 +1,187 @@
+// This file holds the middleware every request passes through: request
+// ids and the request log, panic recovery, protective headers, CORS, the
+// query-string limit, and problem details for the router's own 404 and 405.
+
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+)
+
+// problemRoutes answers the 404 and 405 responses of ServeMux itself, which
+// are plain text, with problem details instead. A response is the mux's own
+// when no pattern matched (r.Pattern is empty); a 405 keeps its Allow header.
+func problemRoutes(next http.Handler, logger *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(&routeErrorWriter{ResponseWriter: w, r: r}, r)
+	})
+}
+
+// routeErrorWriter replaces ServeMux's plain-text 404 and 405.
+type routeErrorWriter struct {
+	http.ResponseWriter
+	r        *http.Request
+	replaced bool
+}
+
+func (w *routeErrorWriter) WriteHeader(status int) {
+	if w.r.Pattern == "" && (status == http.StatusNotFound || status == http.StatusMethodNotAllowed) {
+		w.replaced = true
+		p := problem{Type: "about:blank", Title: http.StatusText(status), Status: status,
+			RequestID: requestIDFrom(w.r.Context()), Detail: "no such route"}
+		if status == http.StatusMethodNotAllowed {
+			p.Detail = "method " + w.r.Method + " is not allowed here; allowed: " + w.Header().Get("Allow")
+		}
+		writeProblem(w.ResponseWriter, p)
+		return
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *routeErrorWriter) Write(b []byte) (int, error) {
+	if w.replaced {
+		return len(b), nil // the mux's plain-text body, already replaced
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *routeErrorWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// cors lets the browser frontends at origins call the API: it answers
+// preflight requests and marks responses readable by them. "*" allows any
+// origin, which is safe here because credentials travel in the
+// Authorization header, never in cookies. With no origins, it does nothing.
+func cors(next http.Handler, origins []string) http.Handler {
+	if len(origins) == 0 {
+		return next
+	}
+	anyOrigin := slices.Contains(origins, "*")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Add("Vary", "Origin")
+		origin := r.Header.Get("Origin")
+		if origin == "" || !anyOrigin && !slices.Contains(origins, origin) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		h.Set("Access-Control-Allow-Origin", origin)
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match, If-None-Match, Idempotency-Key, X-Request-ID")
+			h.Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		h.Set("Access-Control-Expose-Headers", "Location, ETag, Link, Retry-After, X-Request-ID, Idempotent-Replayed")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// maxQueryBytes bounds the query string; a real one is far shorter.
+const maxQueryBytes = 8 << 10
+
+// limitQuery refuses a query string over maxQueryBytes with 400 before any
+// work is done on it.
+func limitQuery(next http.Handler, logger *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.URL.RawQuery) > maxQueryBytes {
+			writeError(w, r, logger, badRequest("the query string is longer than %d bytes", maxQueryBytes))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// secureHeaders marks every response as not to be sniffed or cached: the
+// API's answers hold personal data.
+func secureHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Cache-Control", "no-store")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// recoverPanics turns a panic in a handler into a logged 500, so that one
+// bad request cannot take the process down. http.ErrAbortHandler is passed
+// on: it is how a handler asks the server to abort the response.
+func recoverPanics(next http.Handler, logger *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				writeError(w, r, logger, fmt.Errorf("panic: %v\n%s", v, debug.Stack()))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// requestIDKey is the context key of the request id.
+type requestIDKey struct{}
+
+// requestIDFrom returns the request id logRequests put in ctx, or "".
+func requestIDFrom(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// logRequests gives each request an id (the client's X-Request-ID when it is
+// sane, else a new one), returns it in X-Request-ID, and logs one line per
+// request once it is answered.
+func logRequests(next http.Handler, logger *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := r.Header.Get("X-Request-ID")
+		if !validRequestID(id) {
+			id = rand.Text()
+		}
+		w.Header().Set("X-Request-ID", id)
+		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		logger.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			slog.String("method", r.Method),
+			slog.String("route", r.Pattern), // the pattern, never the path: no ids in logs
+			slog.Int("status", rec.status),
+			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
+			slog.String("request_id", id),
+		)
+	})
+}
+
+// validRequestID accepts 1 to 128 characters of letters, digits and "-_.:".
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-_.:", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusRecorder) WriteHeader(status int) {
+	w.status = status
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,177 @@
+// This file writes responses: JSON bodies with their headers, and
+// problem details for errors, through the one mapping from an error to an
+// HTTP status.
+
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// writeJSON writes v as JSON with the given status. It marshals first, so
+// that a failure can still become an error response, then sets the headers,
+// then the status, then the body.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		// Only a programming error (an unmarshalable type) gets here.
+		panic(fmt.Sprintf("writeJSON: %v", err))
+	}
+	writeBody(w, status, append(body, '\n'))
+}
+
+// writeBody writes a JSON body with the given status. It sets
+// Content-Length, so that a body larger than net/http's buffer is not sent
+// chunked.
+func writeBody(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+// writeTask writes a task with its ETag.
+func writeTask(w http.ResponseWriter, status int, t Task) {
+	w.Header().Set("ETag", etag(t))
+	writeEncoded(w, status, func(b []byte) []byte { return appendTask(b, &t) })
+}
+
+// writeTasks writes a page of tasks as a JSON array.
+func writeTasks(w http.ResponseWriter, tasks []Task) {
+	writeEncoded(w, http.StatusOK, func(b []byte) []byte { return appendTasks(b, tasks) })
+}
+
+// bufferPool holds response buffers, so that a busy server does not make a
+// new one for every response.
+var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
+
+// writeEncoded writes the JSON that encode appends to a pooled buffer. A
+// buffer that a very large response grew is not kept: one big page must not
+// hold its memory for ever.
+func writeEncoded(w http.ResponseWriter, status int, encode func([]byte) []byte) {
+	buf := bufferPool.Get().(*[]byte)
+	*buf = append(encode((*buf)[:0]), '\n')
+	writeBody(w, status, *buf)
+	if cap(*buf) <= 64<<10 {
+		bufferPool.Put(buf)
+	}
+}
+
+// problem is an RFC 9457 problem details object, the body of every error.
+type problem struct {
+	Type      string       `json:"type"`
+	Title     string       `json:"title"`
+	Status    int          `json:"status"`
+	Detail    string       `json:"detail,omitempty"`
+	RequestID string       `json:"request_id,omitempty"`
+	Errors    []fieldError `json:"errors,omitempty"`
+}
+
+// answer is how taskapi responds to an error: the problem it sends, the
+// headers that go with it, and what it logs.
+type answer struct {
+	status     int
+	detail     string
+	errors     []fieldError  // for 422: every bad field
+	challenge  string        // WWW-Authenticate, for 401
+	retryAfter time.Duration // Retry-After, for 429 and 503
+	logLevel   slog.Level    // the level of logMessage
+	logMessage string        // when not "", the error is logged with this message
+}
+
+// Challenges of the 401 answers (RFC 6750, section 3).
+const (
+	challengeToken   = `Bearer realm="taskapi"`
+	challengeInvalid = `Bearer realm="taskapi", error="invalid_token"`
+)
+
+// errorAnswers maps each error that taskapi expects to its answer; the
+// first whose error errors.Is matches wins. It is a table, never changed.
+var errorAnswers = []struct {
+	err error
+	answer
+}{
+	{errMissingToken, answer{status: 401, detail: "send a bearer token: Authorization: Bearer <token>", challenge: challengeToken}},
+	{errInvalidToken, answer{status: 401, detail: "the bearer token is invalid or expired", challenge: challengeInvalid,
+		logLevel: slog.LevelInfo, logMessage: "token rejected"}},
+	{errForbidden, answer{status: 403, detail: `the path names another user; use your own user id or "me"`}},
+	{ErrNotFound, answer{status: 404, detail: "no task with that id"}},
+	// A signed cursor the store cannot use: only a bug or a leaked key.
+	{ErrBadPosition, answer{status: 400, detail: errBadCursor.Error()}},
+	{ErrStale, answer{status: 412, detail: "the task has changed since the ETag in If-Match; fetch it again"}},
+	{ErrKeyReused, answer{status: 422, detail: "this Idempotency-Key was already used with a different request"}},
+	{errTooLarge, answer{status: 413, detail: errTooLarge.Error()}},
+	{ErrRejected, answer{status: 422, detail: "a value is not acceptable",
+		logLevel: slog.LevelWarn, logMessage: "database rejected a validated value"}},
+	{ErrUnavailable, answerUnavailable},
+	{ErrKeysUnavailable, answerUnavailable},
+}
+
+var answerUnavailable = answer{status: 503, detail: "a service taskapi depends on is unavailable; try again shortly",
+	retryAfter: time.Second, logLevel: slog.LevelWarn, logMessage: "unavailable"}
+
+// answerFor returns the answer to err: from errorAnswers, from the error
+// types that carry their own details, or, for anything unexpected, a
+// generic 500 that reveals nothing and logs the error.
+func answerFor(r *http.Request, err error) answer {
+	for _, e := range errorAnswers {
+		if errors.Is(err, e.err) {
+			return e.answer
+		}
+	}
+	var (
+		badRequest  badRequestError
+		fieldErrs   fieldErrors
+		rateLimited *rateLimitedError
+	)
+	switch {
+	case errors.As(err, &badRequest):
+		return answer{status: 400, detail: badRequest.Error()}
+	case errors.As(err, &fieldErrs):
+		return answer{status: 422, detail: "some fields are invalid", errors: fieldErrs}
+	case errors.As(err, &rateLimited):
+		return answer{status: 429, detail: "too many requests; slow down", retryAfter: max(rateLimited.retryAfter, time.Second)}
+	case r.Context().Err() != nil:
+		// The client went away; nobody will read this answer.
+		return answer{status: 503, detail: "request cancelled"}
+	}
+	return answer{status: 500, detail: "internal error; quote the request id when reporting it",
+		logLevel: slog.LevelError, logMessage: "internal error"}
+}
+
+// writeError is the one place that turns an error into an HTTP status: it
+// answers with the problem details of answerFor, its headers, and logs what
+// the answer says to log, with the request id.
+func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
+	a := answerFor(r, err)
+	p := problem{Type: "about:blank", Title: http.StatusText(a.status), Status: a.status,
+		Detail: a.detail, RequestID: requestIDFrom(r.Context()), Errors: a.errors}
+	if a.logMessage != "" {
+		logger.LogAttrs(r.Context(), a.logLevel, a.logMessage,
+			slog.String("request_id", p.RequestID), slog.String("err", err.Error()))
+	}
+	if a.challenge != "" {
+		w.Header().Set("WWW-Authenticate", a.challenge)
+	}
+	if a.retryAfter > 0 {
+		// Whole seconds, at least one (RFC 9110, section 10.2.3).
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(max(a.retryAfter.Seconds(), 1)))))
+	}
+	writeProblem(w, p)
+}
+
+// writeProblem writes p as application/problem+json.
+func writeProblem(w http.ResponseWriter, p problem) {
+	body, _ := json.Marshal(p) // a problem always marshals
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(p.Status)
+	w.Write(append(body, '\n'))
+}
