@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -160,35 +159,4 @@ func TestBenchSQLMirrorsStore(t *testing.T) {
 			t.Errorf("%s runs\n%s\nbut taskapi runs\n%s", file, got, want)
 		}
 	}
-}
-
-// BenchmarkEncodeTasks compares the hand-written encoder with encoding/json
-// on a page of 20 tasks like the load benchmark's.
-func BenchmarkEncodeTasks(b *testing.B) {
-	now := time.Now().UTC()
-	desc := "a description of middling length, with a <tag> & a quote \""
-	tasks := make([]Task, 20)
-	for i := range tasks {
-		tasks[i] = Task{ID: "00000000-0000-4000-8000-000000001001", UserID: "Xy8aQ2mN0pLk3vT7wR5sU1zB4cD6eF9g",
-			Title: fmt.Sprint("task ", i), Priority: "medium", Tags: []string{"home", "t3"},
-			CreatedAt: now, UpdatedAt: now, Version: 3}
-		if i%2 == 0 {
-			tasks[i].Description, tasks[i].DueDate = &desc, &now
-		}
-	}
-	b.Run("encoding/json", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := json.Marshal(tasks); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("appendTasks", func(b *testing.B) {
-		b.ReportAllocs()
-		var buf []byte
-		for b.Loop() {
-			buf = appendTasks(buf[:0], tasks)
-		}
-	})
 }

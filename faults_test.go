@@ -20,21 +20,6 @@ import (
 	"time"
 )
 
-// passableTempDir returns a temporary directory that a database server run
-// as another user (when the tests run as root) can enter.
-func passableTempDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	if os.Geteuid() == 0 {
-		for _, d := range []string{filepath.Dir(dir), dir} {
-			if err := os.Chmod(d, 0o711); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	return dir
-}
-
 // ownPostgres starts a server of the test's own, which the test may stop
 // and start again on the same data and socket.
 func ownPostgres(t *testing.T) (start func() *devPostgres, url string) {

@@ -3,7 +3,6 @@ package main
 import (
 	"log/slog"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 )
@@ -74,24 +73,4 @@ func TestRateLimitResponses(t *testing.T) {
 	if res := e.do("GET", "/healthz", "", nil); res.Status != 200 {
 		t.Errorf("healthz: %d", res.Status)
 	}
-}
-
-// countTasksIn counts a user's tasks straight from the database.
-func countTasksIn(t testing.TB, e *testEnv, userID string) int {
-	t.Helper()
-	var n int
-	if err := e.db.QueryRow("SELECT count(*) FROM tasks WHERE user_id = $1", userID).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-func TestLongQueryString(t *testing.T) {
-	t.Parallel()
-	e := newTestEnv(t, nil)
-	res := e.do("GET", "/api/me/tasks?q="+strings.Repeat("x", 100_000), e.token("q"), nil)
-	if res.Status != 400 {
-		t.Fatalf("100,000-character query string: %d, want 400", res.Status)
-	}
-	res.problem(t)
 }

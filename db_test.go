@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestApplySchemaTwiceAndConcurrently(t *testing.T) {
+	t.Parallel()
+	db, url := newTestDB(t) // applied once already
+	ctx := context.Background()
+	store := NewStore(db, 5*time.Second)
+	task, err := store.CreateTask(ctx, User{ID: "keep"}, NewTask{Title: "survives", Priority: "medium"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := applySchema(ctx, db); err != nil {
+		t.Fatalf("second apply: %v", err)
+	}
+
+	// Several instances booting at once, each with its own pool.
+	const instances = 4
+	var wg sync.WaitGroup
+	errs := make([]error, instances)
+	for i := range instances {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			other, err := openDB(ctx, testDBConfig(url), slog.New(slog.DiscardHandler))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer other.Close()
+			errs[i] = applySchema(ctx, other)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("instance %d: %v", i, err)
+		}
+	}
+	if got, err := store.GetTask(ctx, "keep", task.ID); err != nil || got.Title != "survives" {
+		t.Errorf("after re-applying: %+v, %v", got, err)
+	}
+}
+
+func TestApplySchemaRepairsAndKeepsData(t *testing.T) {
+	t.Parallel()
+	db, _ := newTestDB(t)
+	ctx := context.Background()
+	store := NewStore(db, 5*time.Second)
+	if _, err := store.CreateTask(ctx, User{ID: "old"}, NewTask{Title: "from before", Priority: "high"}); err != nil {
+		t.Fatal(err)
+	}
+	// A database that lost an index: booting puts it back and keeps the rows.
+	if _, err := db.Exec("DROP INDEX tasks_user_created_idx"); err != nil {
+		t.Fatal(err)
+	}
+	if err := applySchema(ctx, db); err != nil {
+		t.Fatalf("re-apply: %v", err)
+	}
+	var n int
+	if err := db.QueryRow("SELECT count(*) FROM pg_indexes WHERE indexname = 'tasks_user_created_idx' AND schemaname = current_schema()").Scan(&n); err != nil || n != 1 {
+		t.Errorf("index after re-apply: %d, %v", n, err)
+	}
+	page, err := store.ListTasks(ctx, "old", ListOptions{Sort: SortCreated, Limit: 10})
+	tasks := page.Tasks
+	if err != nil || len(tasks) != 1 || tasks[0].Title != "from before" || tasks[0].Priority != "high" {
+		t.Errorf("after re-apply: %+v, %v", tasks, err)
+	}
+}
+
+// TestServerKeyMadeByAnotherInstance makes the cursor key in a transaction
+// that is still open when serverKey runs, as a second instance booting at
+// the same moment would: serverKey must wait for it and return that key,
+// not fail to find one.
+func TestServerKeyMadeByAnotherInstance(t *testing.T) {
+	t.Parallel()
+	db, _ := newTestDB(t)
+	ctx := context.Background()
+	other, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback()
+	theirs := []byte("the other instance's key, 32 b..")
+	if _, err := other.ExecContext(ctx, `INSERT INTO server_keys (name, key) VALUES ('cursor', $1)`, theirs); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		key []byte
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		key, err := serverKey(ctx, db, "cursor")
+		got <- result{key, err}
+	}()
+	waitForBlocked(t, db, other) // serverKey's insert waits for the open transaction
+	if err := other.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.err != nil || string(r.key) != string(theirs) {
+		t.Fatalf("serverKey = %q, %v; want the other instance's key", r.key, r.err)
+	}
+}

@@ -1,0 +1,573 @@
+// This file is the tests' shared kit: the throwaway PostgreSQL and a schema
+// per test, a running API with its requests and responses, and the tokens,
+// keys and JWKS servers the auth tests sign with.
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// testDatabaseURL points at the PostgreSQL server the tests use: the one
+// TEST_DATABASE_URL names, or a throwaway server TestMain starts.
+var testDatabaseURL string
+
+// testPooler is set (TEST_POOLER=1) when TEST_DATABASE_URL goes through a
+// pooler in transaction mode, such as PgBouncer: session settings do not
+// last there, so each test gets a database of its own instead of a schema
+// chosen by search_path.
+var testPooler = os.Getenv("TEST_POOLER") == "1"
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	testDatabaseURL = os.Getenv("TEST_DATABASE_URL")
+	if testDatabaseURL == "" {
+		dir, err := os.MkdirTemp("", "taskapi-test-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		pg, err := startDevPostgres(context.Background(), devPostgresOptions{
+			DataDir:   filepath.Join(dir, "data"),
+			LogPath:   filepath.Join(dir, "postgres.log"),
+			Throwaway: true,
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tests need PostgreSQL: set TEST_DATABASE_URL or install the server binaries:", err)
+			return 1
+		}
+		defer pg.Stop()
+		testDatabaseURL = pg.URL
+	}
+	return m.Run()
+}
+
+// adminDB is one pool, shared by all tests, that makes and drops their schemas.
+var adminDB = sync.OnceValues(func() (*sql.DB, error) {
+	return openDB(context.Background(), testDBConfig(testDatabaseURL), slog.New(slog.DiscardHandler))
+})
+
+// testDBConfig is the pool configuration the tests use for url.
+func testDBConfig(url string) dbConfig {
+	return dbConfig{
+		URL:             url,
+		MaxOpenConns:    4,
+		MaxIdleConns:    4,
+		ConnMaxLifetime: time.Minute,
+		ConnMaxIdleTime: time.Minute,
+		ConnectTimeout:  5 * time.Second,
+		BootTimeout:     10 * time.Second,
+	}
+}
+
+// newTestDB returns a pool on a schema (or, behind a pooler, a database)
+// of the test's own, with schema.sql applied, so that tests can run in
+// parallel. It is dropped when the test ends. The pool's URL is returned
+// too, for tests that open more connections to the same place.
+func newTestDB(t testing.TB, options ...func(*dbConfig)) (*sql.DB, string) {
+	t.Helper()
+	url := newEmptyTestDB(t)
+	cfg := testDBConfig(url)
+	for _, o := range options {
+		o(&cfg)
+	}
+	db, err := openDB(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := applySchema(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	return db, url
+}
+
+// newEmptyTestDB makes an empty schema, or behind a pooler an empty
+// database, for the test, drops it when the test ends, and returns the URL
+// that reaches it.
+func newEmptyTestDB(t testing.TB) string {
+	t.Helper()
+	admin, err := adminDB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "test_" + strings.ToLower(rand.Text())
+	if testPooler {
+		if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if _, err := admin.Exec("DROP DATABASE " + name + " WITH (FORCE)"); err != nil {
+				t.Errorf("drop test database: %v", err)
+			}
+		})
+		u, err := url.Parse(testDatabaseURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Path = "/" + name
+		return u.String()
+	}
+	if _, err := admin.Exec("CREATE SCHEMA " + name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.Exec("DROP SCHEMA " + name + " CASCADE"); err != nil {
+			t.Errorf("drop test schema: %v", err)
+		}
+	})
+	return withSearchPath(testDatabaseURL, name)
+}
+
+// withSearchPath adds a search_path run-time parameter to a connection URL.
+func withSearchPath(url, schema string) string {
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	return url + sep + "search_path=" + schema
+}
+
+// testSecret signs the HS256 tokens of the tests.
+var testSecret = []byte("test-secret-0123456789-0123456789-abcdef")
+
+// testEnv is a running API over a test database.
+type testEnv struct {
+	t        testing.TB
+	srv      *httptest.Server
+	db       *sql.DB
+	store    *Store
+	verifier *Verifier
+	logs     *syncBuffer
+	secret   []byte
+}
+
+// newTestEnv starts the real handler, with its middleware and auth, over a
+// fresh test database. cfg defaults to shared-secret mode with testSecret.
+func newTestEnv(t testing.TB, cfg *VerifierConfig) *testEnv {
+	t.Helper()
+	db, _ := newTestDB(t)
+	return newTestEnvOn(t, db, cfg)
+}
+
+// newTestEnvOn is newTestEnv over a database the test opened itself.
+func newTestEnvOn(t testing.TB, db *sql.DB, cfg *VerifierConfig) *testEnv {
+	t.Helper()
+	if cfg == nil {
+		cfg = &VerifierConfig{Secret: testSecret}
+	}
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	store := NewStore(db, 5*time.Second)
+	verifier := NewVerifier(*cfg, logger)
+	srv := httptest.NewServer(newServer(logger, buildVersion(), store, verifier, nil, cursorCodec{[]byte("test cursor key")}, []string{"https://app.example.com"}))
+	t.Cleanup(srv.Close)
+	return &testEnv{t: t, srv: srv, db: db, store: store, verifier: verifier, logs: logs, secret: cfg.Secret}
+}
+
+// token returns a valid HS256 token for userID.
+func (e *testEnv) token(userID string) string {
+	e.t.Helper()
+	tok, err := mintToken(e.secret, User{ID: userID}, "", "", time.Hour)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return tok
+}
+
+// response is what a test request got back.
+type response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// do sends a request with a bearer token (none when token is "") and a body:
+// a string is sent as it is, anything else as JSON, nil as no body.
+func (e *testEnv) do(method, path, token string, body any) response {
+	e.t.Helper()
+	var text string
+	headers := map[string]string{}
+	switch b := body.(type) {
+	case nil:
+	case string:
+		text = b
+	case []byte:
+		text = string(b)
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		text = string(j)
+	}
+	if body != nil {
+		headers["Content-Type"] = "application/json"
+	}
+	return send(e.t, e.srv.Client(), method, e.srv.URL+path, token, headers, text)
+}
+
+// doWith sends a request with extra headers, which may override any other.
+func (e *testEnv) doWith(method, path, token string, headers map[string]string, body string) response {
+	e.t.Helper()
+	return send(e.t, e.srv.Client(), method, e.srv.URL+path, token, headers, body)
+}
+
+// send makes one request and reads the whole response.
+func send(t testing.TB, client *http.Client, method, url, token string, headers map[string]string, body string) response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// task decodes the body as a Task.
+func (r response) task(t testing.TB) Task {
+	t.Helper()
+	var task Task
+	if err := json.Unmarshal(r.Body, &task); err != nil {
+		t.Fatalf("decode task from %s: %v", r.Body, err)
+	}
+	return task
+}
+
+// tasks decodes the body as a list of tasks.
+func (r response) tasks(t testing.TB) []Task {
+	t.Helper()
+	var tasks []Task
+	if err := json.Unmarshal(r.Body, &tasks); err != nil {
+		t.Fatalf("decode tasks from %s: %v", r.Body, err)
+	}
+	return tasks
+}
+
+// problem decodes the body as problem details, checking the content type.
+func (r response) problem(t testing.TB) problem {
+	t.Helper()
+	if ct := r.Header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Errorf("Content-Type = %q, want application/problem+json (body %s)", ct, r.Body)
+	}
+	var p problem
+	if err := json.Unmarshal(r.Body, &p); err != nil {
+		t.Fatalf("decode problem from %s: %v", r.Body, err)
+	}
+	if p.Status != r.Status {
+		t.Errorf("problem status = %d, response status = %d", p.Status, r.Status)
+	}
+	return p
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// testLogger discards everything.
+func testLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// isAuthError reports whether err is one of the errors Verify may return.
+func isAuthError(err error) bool {
+	return errors.Is(err, errInvalidToken) || errors.Is(err, ErrKeysUnavailable)
+}
+
+// waitForBlocked waits until a statement waits for a lock that tx holds.
+func waitForBlocked(t *testing.T, db *sql.DB, tx *sql.Tx) {
+	t.Helper()
+	var holder int
+	if err := tx.QueryRow(`SELECT pg_backend_pid()`).Scan(&holder); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		var waiting bool
+		err := db.QueryRow(`SELECT EXISTS (SELECT FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid)))`, holder).Scan(&waiting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			return
+		}
+	}
+	t.Fatal("no statement ever waited for the transaction's lock")
+}
+
+// authBaseURL stands for Better Auth's base URL: the iss and aud of its tokens.
+const authBaseURL = "https://auth.example.com"
+
+// signingKey is a private key with its kid and algorithm.
+type signingKey struct {
+	kid    string
+	method jwt.SigningMethod
+	priv   crypto.Signer
+}
+
+func newEd25519Key(t testing.TB, kid string) signingKey {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signingKey{kid, jwt.SigningMethodEdDSA, priv}
+}
+
+func newES256Key(t *testing.T, kid string) signingKey {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signingKey{kid, jwt.SigningMethodES256, priv}
+}
+
+func newRS256Key(t *testing.T, kid string) signingKey {
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signingKey{kid, jwt.SigningMethodRS256, priv}
+}
+
+// jwk returns the public half of k as a JWK, the way Better Auth publishes it.
+func (k signingKey) jwk(t testing.TB) map[string]string {
+	b64 := base64.RawURLEncoding.EncodeToString
+	j := map[string]string{"kid": k.kid, "alg": k.method.Alg()}
+	switch pub := k.priv.Public().(type) {
+	case ed25519.PublicKey:
+		j["kty"], j["crv"], j["x"] = "OKP", "Ed25519", b64(pub)
+	case *ecdsa.PublicKey:
+		point, err := pub.Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		j["kty"], j["crv"], j["x"], j["y"] = "EC", "P-256", b64(point[1:33]), b64(point[33:])
+	case *rsa.PublicKey:
+		j["kty"], j["n"], j["e"] = "RSA", b64(pub.N.Bytes()), b64(big.NewInt(int64(pub.E)).Bytes())
+	}
+	return j
+}
+
+// sign returns a token signed by k with claims, setting k's kid.
+func (k signingKey) sign(t testing.TB, claims jwt.MapClaims) string {
+	tok := jwt.NewWithClaims(k.method, claims)
+	tok.Header["kid"] = k.kid
+	s, err := tok.SignedString(k.priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// betterAuthClaims are the claims of a Better Auth JWT for user id.
+func betterAuthClaims(id string) jwt.MapClaims {
+	return betterAuthClaimsAt(id, time.Now())
+}
+
+// betterAuthClaimsAt is betterAuthClaims for a token issued at now.
+func betterAuthClaimsAt(id string, now time.Time) jwt.MapClaims {
+	return jwt.MapClaims{"sub": id, "iss": authBaseURL, "aud": authBaseURL, "iat": now.Unix(),
+		"exp": now.Add(15 * time.Minute).Unix(), "email": id + "@example.com", "name": "User " + id}
+}
+
+// jwksServer serves a JWKS that a test can change, and counts fetches.
+type jwksServer struct {
+	*httptest.Server
+	mu      sync.Mutex
+	keys    []map[string]string
+	fetches atomic.Int32
+	status  atomic.Int32 // when not 0, answer with this status instead
+}
+
+func newJWKSServer(t testing.TB, keys ...map[string]string) *jwksServer {
+	s := &jwksServer{keys: keys}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.fetches.Add(1)
+		if code := s.status.Load(); code != 0 {
+			w.WriteHeader(int(code))
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"keys": s.keys})
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *jwksServer) setKeys(keys ...map[string]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keys = keys
+}
+
+// fakeClock is a settable clock for the key set's refetch limits.
+type fakeClock struct{ ns atomic.Int64 }
+
+func (c *fakeClock) now() time.Time { return time.Unix(0, c.ns.Load()) }
+
+func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+func newFakeClock() *fakeClock { c := &fakeClock{}; c.ns.Store(time.Now().UnixNano()); return c }
+
+func (e *testEnv) useClock(c *fakeClock) { e.verifier.keys.now, e.verifier.now = c.now, c.now }
+
+func jwksConfig(url string) *VerifierConfig {
+	return &VerifierConfig{
+		Secret:     testSecret,
+		JWKSURL:    url,
+		JWKSIssuer: authBaseURL, JWKSAudience: authBaseURL,
+		Client: &http.Client{Timeout: 500 * time.Millisecond},
+	}
+}
+
+// signWithKid signs claims with k but names another kid.
+func signWithKid(t testing.TB, k signingKey, kid string, claims jwt.MapClaims) string {
+	return signWithHeader(t, k, "kid", kid, claims)
+}
+
+// signWithHeader signs claims with k and sets one more header.
+func signWithHeader(t testing.TB, k signingKey, name, value string, claims jwt.MapClaims) string {
+	tok := jwt.NewWithClaims(k.method, claims)
+	tok.Header["kid"] = k.kid
+	tok.Header[name] = value
+	s, err := tok.SignedString(k.priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func numberedTags(n int) []string {
+	tags := make([]string, n)
+	for i := range tags {
+		tags[i] = "t" + string(rune('0'+i/10)) + string(rune('0'+i%10))
+	}
+	tags[0], tags[1] = "t0", "t1"
+	return tags
+}
+
+func countTasks(t *testing.T, e *testEnv, tok string) int {
+	t.Helper()
+	res := e.do("GET", "/api/me/tasks", tok, nil)
+	if res.Status != http.StatusOK {
+		t.Fatalf("list: status %d", res.Status)
+	}
+	return len(res.tasks(t))
+}
+
+// wantBadParam checks that the answer to query (name=value) is a 400 whose
+// detail names the parameter.
+func wantBadParam(t *testing.T, res response, query string) {
+	t.Helper()
+	if res.Status != 400 {
+		t.Errorf("?%s: status %d, want 400", query, res.Status)
+		return
+	}
+	param, _, _ := strings.Cut(query, "=")
+	if p := res.problem(t); !strings.Contains(p.Detail, param) {
+		t.Errorf("?%s: detail %q does not name %s", query, p.Detail, param)
+	}
+}
+
+// countTasksIn counts a user's tasks straight from the database.
+func countTasksIn(t testing.TB, e *testEnv, userID string) int {
+	t.Helper()
+	var n int
+	if err := e.db.QueryRow("SELECT count(*) FROM tasks WHERE user_id = $1", userID).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// passableTempDir returns a temporary directory that a database server run
+// as another user (when the tests run as root) can enter.
+func passableTempDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if os.Geteuid() == 0 {
+		for _, d := range []string{filepath.Dir(dir), dir} {
+			if err := os.Chmod(d, 0o711); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return dir
+}
+
+// nextLink returns the URL of the Link rel="next" header, or "".
+func nextLink(t *testing.T, h http.Header) string {
+	t.Helper()
+	link := h.Get("Link")
+	if link == "" {
+		return ""
+	}
+	m := regexp.MustCompile(`^<([^>]+)>; rel="next"$`).FindStringSubmatch(link)
+	if m == nil {
+		t.Fatalf("Link = %q, want <url>; rel=\"next\"", link)
+	}
+	return m[1]
+}

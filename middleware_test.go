@@ -1,0 +1,171 @@
+package main
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestLongQueryString(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	res := e.do("GET", "/api/me/tasks?q="+strings.Repeat("x", 100_000), e.token("q"), nil)
+	if res.Status != 400 {
+		t.Fatalf("100,000-character query string: %d, want 400", res.Status)
+	}
+	res.problem(t)
+}
+
+func TestRoutingErrors(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	tok := e.token("r")
+
+	res := e.do("GET", "/nope", tok, nil)
+	if res.Status != 404 {
+		t.Errorf("GET /nope: %d", res.Status)
+	}
+	res.problem(t)
+	// Errors, even the mux's own, carry the same protective headers.
+	for _, r := range []response{res, e.do("GET", "/api/me/tasks", "", nil), e.do("POST", "/api/me/tasks", tok, `{`)} {
+		if r.Header.Get("Cache-Control") != "no-store" || r.Header.Get("X-Content-Type-Options") != "nosniff" || r.Header.Get("X-Request-ID") == "" {
+			t.Errorf("a %d lacks Cache-Control, X-Content-Type-Options or X-Request-ID: %v", r.Status, r.Header)
+		}
+	}
+
+	res = e.do("POST", "/api/me/tasks/00000000-0000-4000-8000-000000000000", tok, `{}`)
+	if res.Status != 405 {
+		t.Fatalf("POST on a task: status %d, want 405", res.Status)
+	}
+	res.problem(t)
+	allow := res.Header.Get("Allow")
+	for _, m := range []string{"GET", "PUT", "PATCH", "DELETE"} {
+		if !strings.Contains(allow, m) {
+			t.Errorf("Allow = %q, missing %s", allow, m)
+		}
+	}
+	if res := e.do("DELETE", "/healthz", "", nil); res.Status != 405 {
+		t.Errorf("DELETE /healthz: %d, want 405", res.Status)
+	}
+}
+
+func TestHeadersAndRequestID(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	req, _ := http.NewRequest("GET", e.srv.URL+"/api/me/tasks", nil)
+	req.Header.Set("Authorization", "Bearer "+e.token("h"))
+	req.Header.Set("X-Request-ID", "client-id-123")
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for header, want := range map[string]string{
+		"X-Request-ID":           "client-id-123",
+		"Cache-Control":          "no-store",
+		"X-Content-Type-Options": "nosniff",
+		"Content-Type":           "application/json",
+	} {
+		if got := resp.Header.Get(header); got != want {
+			t.Errorf("%s = %q, want %q", header, got, want)
+		}
+	}
+	// A hostile request id is replaced, and the one given back is logged.
+	req.Header.Set("X-Request-ID", "bad id\twith spaces")
+	resp, err = e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	id := resp.Header.Get("X-Request-ID")
+	if id == "" || strings.ContainsAny(id, " \t") {
+		t.Errorf("X-Request-ID = %q, want a generated id", id)
+	}
+	var found bool
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		var entry map[string]any
+		if json.Unmarshal([]byte(line), &entry) != nil || entry["msg"] != "request" || entry["request_id"] != id {
+			continue
+		}
+		found = true
+		if entry["route"] != "GET /api/{user_id}/tasks" || entry["method"] != "GET" || entry["status"] != 200.0 {
+			t.Errorf("request log line = %s", line)
+		}
+		if _, ok := entry["duration_ms"].(float64); !ok {
+			t.Errorf("request log line has no duration: %s", line)
+		}
+	}
+	if !found {
+		t.Errorf("no request log line with id %s in:\n%s", id, e.logs.String())
+	}
+}
+
+func TestCORS(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	preflight := func(origin string) *http.Response {
+		req, _ := http.NewRequest("OPTIONS", e.srv.URL+"/api/me/tasks", nil)
+		req.Header.Set("Origin", origin)
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		req.Header.Set("Access-Control-Request-Headers", "authorization, content-type")
+		resp, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	resp := preflight("https://app.example.com")
+	if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" {
+		t.Errorf("preflight from the app: %d, allow-origin %q", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
+	}
+	for _, h := range []string{"Authorization", "Content-Type", "If-Match"} {
+		if !strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), h) {
+			t.Errorf("Access-Control-Allow-Headers = %q, missing %s", resp.Header.Get("Access-Control-Allow-Headers"), h)
+		}
+	}
+	if !strings.Contains(resp.Header.Get("Access-Control-Allow-Methods"), "PATCH") {
+		t.Errorf("Access-Control-Allow-Methods = %q", resp.Header.Get("Access-Control-Allow-Methods"))
+	}
+	if resp := preflight("https://evil.example.com"); resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("preflight from another origin allowed: %q", resp.Header.Get("Access-Control-Allow-Origin"))
+	}
+	// An actual request from the app can read errors too.
+	req, _ := http.NewRequest("GET", e.srv.URL+"/api/me/tasks", nil)
+	req.Header.Set("Origin", "https://app.example.com")
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" {
+		t.Errorf("401 from the app's origin: allow-origin %q", resp.Header.Get("Access-Control-Allow-Origin"))
+	}
+	if !strings.Contains(resp.Header.Get("Access-Control-Expose-Headers"), "Location") {
+		t.Errorf("Access-Control-Expose-Headers = %q", resp.Header.Get("Access-Control-Expose-Headers"))
+	}
+}
+
+func TestPanicRecovery(t *testing.T) {
+	t.Parallel()
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, nil))
+	h := logRequests(recoverPanics(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		userFrom(r.Context()) // a route wired without requireUser
+	}), logger), logger)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/x", nil))
+	if rec.Code != 500 {
+		t.Fatalf("status %d, want 500", rec.Code)
+	}
+	var p problem
+	if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil || p.RequestID == "" || strings.Contains(p.Detail, "requireUser") {
+		t.Errorf("500 body = %s (it must carry the request id and reveal nothing)", rec.Body)
+	}
+	if !strings.Contains(logs.String(), "requireUser") || !strings.Contains(logs.String(), p.RequestID) {
+		t.Errorf("the panic was not logged with the request id:\n%s", logs)
+	}
+}
