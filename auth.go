@@ -27,6 +27,9 @@ var (
 	// errInvalidToken means the token failed a check; it wraps the reason,
 	// which is logged but never sent to the client.
 	errInvalidToken = errors.New("invalid token")
+	// errNotJWT is an errInvalidToken that is not a JWT at all: most often
+	// a session token from Better Auth's cookie, sent in place of its JWT.
+	errNotJWT = fmt.Errorf("%w: not a JWT (three dot-separated parts)", errInvalidToken)
 	// errForbidden means the path names a user other than the token's.
 	errForbidden = errors.New("forbidden")
 	// ErrKeysUnavailable means the JWKS could not be fetched, so a token
@@ -161,6 +164,9 @@ type tokenClaims struct {
 func (v *Verifier) Verify(ctx context.Context, raw string) (User, error) {
 	if len(raw) > maxTokenBytes {
 		return User{}, fmt.Errorf("%w: token of %d bytes", errInvalidToken, len(raw))
+	}
+	if strings.Count(raw, ".") != 2 {
+		return User{}, errNotJWT
 	}
 	// A token seen before, byte for byte, was verified then: its signature
 	// cannot have changed, and the cache forgets it at its exp.

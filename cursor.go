@@ -20,7 +20,7 @@ type cursorCodec struct {
 	key []byte
 }
 
-var errBadCursor = badRequestError("cursor is not valid for this list; start again without it")
+var errBadCursor = badRequestError("The cursor is not valid for this list; start again from the first page, without a cursor.")
 
 func (c cursorCodec) mac(userID, scope, position string) []byte {
 	m := hmac.New(sha256.New, c.key)

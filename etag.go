@@ -34,7 +34,7 @@ func parseIfMatch(values []string) ([]int64, error) {
 				accepted = append(accepted, v)
 			}
 		default:
-			return nil, badRequest(`If-Match must be "*" or entity tags such as "3" (with the quotes)`)
+			return nil, badRequest(`The If-Match header must be "*" or entity tags such as "3" (with the quotes).`)
 		}
 	}
 	return accepted, nil

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 )
 
@@ -21,6 +22,12 @@ func newServer(logger *slog.Logger, version string, store *Store, verifier *Veri
 	mux := http.NewServeMux()
 	for _, r := range routes(logger, version, store, verifier, limiter, cursors) {
 		mux.Handle(r.pattern, r.handler)
+		// The API answers with one trailing slash too, as frontends written
+		// for other backends send it, without a redirect, which would
+		// break their cross-origin POSTs.
+		if _, path, _ := strings.Cut(r.pattern, " "); strings.HasPrefix(path, "/api/") {
+			mux.Handle(r.pattern+"/{$}", r.handler)
+		}
 	}
 
 	// Inner to outer. recoverPanics is inside logRequests so that a panic
@@ -152,7 +159,7 @@ func handleTaskStats(logger *slog.Logger, store *Store) http.Handler {
 func handleTaskDeleteCompleted(logger *slog.Logger, store *Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if q := r.URL.Query(); len(q) != 1 || len(q["status"]) != 1 || q.Get("status") != "completed" {
-			writeError(w, r, logger, badRequest("only completed tasks can be deleted in bulk: DELETE ...?status=completed"))
+			writeError(w, r, logger, badRequest("Only completed tasks can be deleted in bulk: DELETE /api/{user_id}/tasks?status=completed."))
 			return
 		}
 		n, err := store.DeleteCompleted(r.Context(), userFrom(r.Context()).ID)
@@ -171,7 +178,7 @@ func handleTaskCreate(logger *slog.Logger, store *Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key, hasKey := r.Header.Get("Idempotency-Key"), len(r.Header.Values("Idempotency-Key")) > 0
 		if hasKey && !validIdempotencyKey(key) {
-			writeError(w, r, logger, badRequest("Idempotency-Key must be 1 to 255 visible ASCII characters"))
+			writeError(w, r, logger, badRequest("The Idempotency-Key header must be 1 to %d visible ASCII characters.", maxIdempotencyKey))
 			return
 		}
 		var req taskRequest

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -213,6 +215,7 @@ func TestMalformedIDIsNotFound(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, nil)
 	tok := e.token("ids")
+	missing := e.do("GET", "/api/me/tasks/00000000-0000-4000-8000-000000000001", tok, nil).problem(t).Detail
 	for _, id := range []string{"1", "not-a-uuid", "00000000-0000-4000-8000-00000000000g", "00000000-0000-4000-8000-000000000000",
 		"%27%20OR%201=1--", strings.Repeat("a", 500)} {
 		for _, method := range []string{"GET", "PUT", "PATCH", "DELETE"} {
@@ -225,8 +228,8 @@ func TestMalformedIDIsNotFound(t *testing.T) {
 				t.Errorf("%s id %q: status %d, want 404", method, id, res.Status)
 				continue
 			}
-			if p := res.problem(t); p.Detail != "no task with that id" {
-				t.Errorf("%s id %q: detail %q", method, id, p.Detail)
+			if p := res.problem(t); p.Detail != missing {
+				t.Errorf("%s id %q: detail %q, want %q as for a missing task", method, id, p.Detail, missing)
 			}
 		}
 	}
@@ -275,4 +278,216 @@ func TestHealthAndReadiness(t *testing.T) {
 				c.method, c.path, res.Status, res.Header.Get("Retry-After"))
 		}
 	}
+}
+
+// TestDropInForExistingFrontends checks what frontends written for other
+// backends (FastAPI ones, mostly) send and expect.
+func TestDropInForExistingFrontends(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	tok := e.token("frontend")
+	mk := func(body string) Task {
+		t.Helper()
+		res := e.do("POST", "/api/me/tasks", tok, body)
+		if res.Status != 201 {
+			t.Fatalf("create %s: %d %s", body, res.Status, res.Body)
+		}
+		return res.task(t)
+	}
+	milk := mk(`{"title":"buy milk","priority":"low"}`)
+	bread := mk(`{"title":"bake bread","priority":"high","completed":true}`)
+	mk(`{"title":"call mum","priority":"medium","due_date":"2030-01-01T00:00:00Z"}`)
+
+	t.Run("an object without completed toggles", func(t *testing.T) {
+		path := "/api/me/tasks/" + milk.ID + "/complete"
+		for i, want := range []bool{true, false} {
+			res := e.do("PATCH", path, tok, `{}`)
+			if res.Status != 200 || res.task(t).Completed != want {
+				t.Fatalf("toggle %d with {}: %d %s, want 200 with completed %v", i+1, res.Status, res.Body, want)
+			}
+		}
+		if res := e.do("PATCH", path, tok, `{"completed":null}`); res.Status != 422 {
+			t.Errorf(`{"completed":null}: %d, want 422`, res.Status)
+		}
+	})
+
+	t.Run("other spellings of the list parameters", func(t *testing.T) {
+		titles := func(query string) []string {
+			t.Helper()
+			res := e.do("GET", "/api/me/tasks?"+query, tok, nil)
+			if res.Status != 200 {
+				t.Fatalf("?%s: %d %s, want 200", query, res.Status, res.Body)
+			}
+			var out []string
+			for _, task := range res.tasks(t) {
+				out = append(out, task.Title)
+			}
+			return out
+		}
+		for _, c := range []struct {
+			query string
+			want  []string
+		}{
+			{"search=milk", []string{"buy milk"}},
+			{"search=milk&q=milk", []string{"buy milk"}}, // both, in agreement
+			{"sort_by=title", []string{"bake bread", "buy milk", "call mum"}},
+			{"sort_by=title&sort_order=desc", []string{"call mum", "buy milk", "bake bread"}},
+			{"sort=title&order=DESC", []string{"call mum", "buy milk", "bake bread"}},
+			{"sort_by=created_at", []string{"call mum", "bake bread", "buy milk"}},
+			{"sort_by=created_at&sort_order=asc", []string{"buy milk", "bake bread", "call mum"}},
+			{"sort_by=updated_at&sort_order=asc", []string{"bake bread", "call mum", "buy milk"}}, // milk was toggled last
+			{"sort_by=priority", []string{"buy milk", "call mum", "bake bread"}},
+			{"sort_by=due_date&sort=due_date", []string{"call mum", "bake bread", "buy milk"}},
+			{"completed=true", []string{"bake bread"}},
+			{"completed=false&sort=title", []string{"buy milk", "call mum"}},
+			{"completed=true&status=completed", []string{"bake bread"}},
+			{"priority=all&sort=title", []string{"bake bread", "buy milk", "call mum"}},
+			{"_=1732780000&_t=x&sort=title", []string{"bake bread", "buy milk", "call mum"}},
+		} {
+			if got := titles(c.query); !slices.Equal(got, c.want) {
+				t.Errorf("?%s = %q, want %q", c.query, got, c.want)
+			}
+		}
+		for _, q := range []string{"completed=yes", "sort_by=colour", "sort_order=up", "search=" + strings.Repeat("s", 201)} {
+			wantBadParam(t, e.do("GET", "/api/me/tasks?"+q, tok, nil), q)
+		}
+		for _, q := range []string{"status=pending&completed=true", "sort=title&sort_by=priority", "q=a&search=b", "order=asc&sort_order=desc"} {
+			if res := e.do("GET", "/api/me/tasks?"+q, tok, nil); res.Status != 400 {
+				t.Errorf("?%s: %d, want 400 for parameters that disagree", q, res.Status)
+			}
+		}
+		// Any other parameter is refused, naming the ones a list accepts.
+		for _, q := range []string{"filter=done", "page=2", "per_page=10", "user_id=x"} {
+			res := e.do("GET", "/api/me/tasks?"+q, tok, nil)
+			name, _, _ := strings.Cut(q, "=")
+			if res.Status != 400 {
+				t.Errorf("?%s: %d, want 400", q, res.Status)
+				continue
+			}
+			if d := res.problem(t).Detail; !strings.Contains(d, `"`+name+`"`) || !strings.Contains(d, "sort (or sort_by)") {
+				t.Errorf("?%s: detail %q, want it to name %s and the accepted parameters", q, d, name)
+			}
+		}
+	})
+
+	t.Run("a list without limit is a full page of 500", func(t *testing.T) {
+		many := e.token("many")
+		if res := e.do("POST", "/api/me/tasks", many, `{"title":"first"}`); res.Status != 201 {
+			t.Fatalf("create: %d", res.Status)
+		}
+		if _, err := e.db.Exec(`INSERT INTO tasks (user_id, title) SELECT 'many', 't' || g FROM generate_series(1, 504) g`); err != nil {
+			t.Fatal(err)
+		}
+		res := e.do("GET", "/api/me/tasks", many, nil)
+		next := nextLink(t, res.Header)
+		if n := len(res.tasks(t)); n != 500 || next == "" {
+			t.Fatalf("505 tasks, no limit: %d tasks, Link %q; want 500 and a next page", n, res.Header.Get("Link"))
+		}
+		if n := len(e.do("GET", next, many, nil).tasks(t)); n != 5 {
+			t.Errorf("the next page: %d tasks, want 5", n)
+		}
+	})
+
+	t.Run("one trailing slash on every API route", func(t *testing.T) {
+		created := e.do("POST", "/api/me/tasks/", tok, `{"title":"slash"}`)
+		if created.Status != 201 {
+			t.Fatalf("POST /api/me/tasks/: %d %s", created.Status, created.Body)
+		}
+		id := created.task(t).ID
+		for _, c := range []struct {
+			method, path, body string
+			want               int
+		}{
+			{"GET", "/api/me/tasks/", "", 200},
+			{"GET", "/api/frontend/tasks/?sort=title", "", 200},
+			{"GET", "/api/me/tasks/stats/", "", 200},
+			{"GET", "/api/me/tasks/" + id + "/", "", 200},
+			{"PUT", "/api/me/tasks/" + id + "/", `{"title":"slashed"}`, 200},
+			{"PATCH", "/api/me/tasks/" + id + "/", `{"priority":"high"}`, 200},
+			{"PATCH", "/api/me/tasks/" + id + "/complete/", "", 200},
+			{"GET", "/api/me/", "", 200},
+			{"DELETE", "/api/me/tasks/" + id + "/", "", 204},
+			{"DELETE", "/api/me/tasks/?status=completed", "", 200},
+			{"GET", "/healthz/", "", 404},
+		} {
+			var body any
+			if c.body != "" {
+				body = c.body
+			}
+			if res := e.do(c.method, c.path, tok, body); res.Status != c.want {
+				t.Errorf("%s %s: %d, want %d", c.method, c.path, res.Status, c.want)
+			} else if res.Header.Get("Location") != "" && c.want != 201 {
+				t.Errorf("%s %s: redirected to %s", c.method, c.path, res.Header.Get("Location"))
+			}
+		}
+	})
+
+	t.Run("credentials from listed origins", func(t *testing.T) {
+		for _, c := range []struct {
+			origins []string
+			origin  string
+			want    string
+		}{
+			{[]string{"https://app.example.com"}, "https://app.example.com", "true"},
+			{[]string{"*"}, "https://app.example.com", ""},
+			{[]string{"*", "https://app.example.com"}, "https://app.example.com", "true"},
+			{[]string{"*", "https://app.example.com"}, "https://other.example.com", ""},
+			{[]string{"https://app.example.com"}, "https://evil.example.com", ""},
+		} {
+			srv := httptest.NewServer(newServer(testLogger(), "test", e.store, e.verifier, nil, cursorCodec{[]byte("k")}, c.origins))
+			preflight := send(t, srv.Client(), "OPTIONS", srv.URL+"/api/me/tasks", "",
+				map[string]string{"Origin": c.origin, "Access-Control-Request-Method": "POST"}, "")
+			get := send(t, srv.Client(), "GET", srv.URL+"/api/me/tasks", tok, map[string]string{"Origin": c.origin}, "")
+			srv.Close()
+			for name, res := range map[string]response{"preflight": preflight, "GET": get} {
+				if got := res.Header.Get("Access-Control-Allow-Credentials"); got != c.want {
+					t.Errorf("origins %q, Origin %s, %s: Access-Control-Allow-Credentials %q, want %q", c.origins, c.origin, name, got, c.want)
+				}
+			}
+		}
+	})
+
+	t.Run("a session token instead of a JWT", func(t *testing.T) {
+		res := e.do("GET", "/api/me/tasks", "aZ3kq9XbT2mLr7sVw1yE5nHc8uJd4fGp", nil) // Better Auth's session token
+		if d := res.problem(t).Detail; res.Status != 401 || !strings.Contains(d, "not a JWT") || !strings.Contains(d, "/api/auth/token") {
+			t.Errorf("session token: %d %q, want 401 saying it is not a JWT and where the JWT comes from", res.Status, d)
+		}
+		res = e.do("GET", "/api/me/tasks", "eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl", nil)
+		if d := res.problem(t).Detail; res.Status != 401 || strings.Contains(d, "not a JWT") {
+			t.Errorf("a JWT that fails: %d %q, want the plain 401", res.Status, d)
+		}
+	})
+
+	t.Run("every detail is a sentence", func(t *testing.T) {
+		path := "/api/me/tasks/" + milk.ID
+		for _, c := range []struct{ method, path, token, body string }{
+			{"GET", "/api/me/tasks", "", ""},
+			{"GET", "/api/me/tasks", "x.y.z", ""},
+			{"GET", "/api/someone/tasks", tok, ""},
+			{"GET", "/api/me/tasks/00000000-0000-4000-8000-000000000009", tok, ""},
+			{"GET", "/api/me/tasks?limit=0", tok, ""},
+			{"GET", "/api/me/tasks?cursor=x", tok, ""},
+			{"POST", "/api/me/tasks", tok, `{"title":""}`},
+			{"POST", "/api/me/tasks", tok, `{"title":`},
+			{"POST", "/api/me/tasks", tok, `{"name":"x"}`},
+			{"POST", "/api/me/tasks", tok, `[1]`},
+			{"PATCH", path, tok, `{"title":"x","tags":[""],"priority":"urgent","completed":3}`},
+			{"DELETE", "/api/me/tasks", tok, ""},
+			{"GET", "/nowhere", "", ""},
+			{"POST", "/healthz", "", ""},
+		} {
+			var body any
+			if c.body != "" {
+				body = c.body
+			}
+			res := e.do(c.method, c.path, c.token, body)
+			d := res.problem(t).Detail
+			if r, _ := utf8.DecodeRuneInString(d); !unicode.IsUpper(r) || !strings.HasSuffix(d, ".") {
+				t.Errorf("%s %s %s: detail %q is not a sentence", c.method, c.path, c.body, d)
+			}
+		}
+		if d := e.do("PATCH", "/api/me/tasks/"+bread.ID, tok, `{"title":"","tags":[""]}`).problem(t).Detail; !strings.Contains(d, "title must not be empty") {
+			t.Errorf("422 detail %q, want it to say which field is wrong", d)
+		}
+	})
 }

@@ -43,7 +43,7 @@ func TestLimitsAgree(t *testing.T) {
 		"prop:title maxLength": maxTitle, "prop:description maxLength": maxDescription,
 		"prop:tags maxItems": maxTags, "prop:tags[] maxLength": maxTag, "prop:user_id maxLength": maxUserID,
 		"param:user_id maxLength": maxUserID, "param:Idempotency-Key maxLength": maxIdempotencyKey,
-		"param:q maxLength": maxQuery, "param:tag[] maxLength": maxTag, "param:limit maximum": maxLimit,
+		"param:q maxLength": maxQuery, "param:search maxLength": maxQuery, "param:tag[] maxLength": maxTag, "param:limit maximum": maxLimit,
 	}
 	var doc any
 	if err := json.Unmarshal([]byte(openAPIDocument), &doc); err != nil {

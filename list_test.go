@@ -140,7 +140,7 @@ func TestPagingEveryOrder(t *testing.T) {
 			}
 		}
 	}
-	// The default is 100 a page; a full last page has no next link.
+	// The default is a full page of 500; a full last page has no next link.
 	res := e.do("GET", "/api/me/tasks", tok, nil)
 	if n := len(res.tasks(t)); n != 23 || res.Header.Get("Link") != "" {
 		t.Errorf("default page: %d tasks, Link %q", n, res.Header.Get("Link"))

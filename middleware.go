@@ -36,9 +36,9 @@ func (w *routeErrorWriter) WriteHeader(status int) {
 	if w.r.Pattern == "" && (status == http.StatusNotFound || status == http.StatusMethodNotAllowed) {
 		w.replaced = true
 		p := problem{Type: "about:blank", Title: http.StatusText(status), Status: status,
-			RequestID: requestIDFrom(w.r.Context()), Detail: "no such route"}
+			RequestID: requestIDFrom(w.r.Context()), Detail: "There is no such route; /openapi.json lists them all."}
 		if status == http.StatusMethodNotAllowed {
-			p.Detail = "method " + w.r.Method + " is not allowed here; allowed: " + w.Header().Get("Allow")
+			p.Detail = "The method " + truncate(w.r.Method, 20) + " is not allowed here; use " + w.Header().Get("Allow") + "."
 		}
 		writeProblem(w.ResponseWriter, p)
 		return
@@ -58,7 +58,10 @@ func (w *routeErrorWriter) Unwrap() http.ResponseWriter { return w.ResponseWrite
 // cors lets the browser frontends at origins call the API: it answers
 // preflight requests and marks responses readable by them. "*" allows any
 // origin, which is safe here because credentials travel in the
-// Authorization header, never in cookies. With no origins, it does nothing.
+// Authorization header, never in cookies. Origins listed by name may also
+// send requests with credentials (fetch's credentials: "include"), which
+// some frontends do for every call; taskapi reads no cookie, so that grants
+// nothing more. With no origins, it does nothing.
 func cors(next http.Handler, origins []string) http.Handler {
 	if len(origins) == 0 {
 		return next
@@ -68,11 +71,15 @@ func cors(next http.Handler, origins []string) http.Handler {
 		h := w.Header()
 		h.Add("Vary", "Origin")
 		origin := r.Header.Get("Origin")
-		if origin == "" || !anyOrigin && !slices.Contains(origins, origin) {
+		listed := origin != "" && slices.Contains(origins, origin)
+		if origin == "" || !anyOrigin && !listed {
 			next.ServeHTTP(w, r)
 			return
 		}
 		h.Set("Access-Control-Allow-Origin", origin)
+		if listed {
+			h.Set("Access-Control-Allow-Credentials", "true")
+		}
 		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 			h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE")
 			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match, If-None-Match, Idempotency-Key, X-Request-ID")
@@ -93,7 +100,7 @@ const maxQueryBytes = 8 << 10
 func limitQuery(next http.Handler, logger *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if len(r.URL.RawQuery) > maxQueryBytes {
-			writeError(w, r, logger, badRequest("the query string is longer than %d bytes", maxQueryBytes))
+			writeError(w, r, logger, badRequest("The query string is longer than %d bytes.", maxQueryBytes))
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -6,6 +6,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -168,8 +169,8 @@ func cleanTags(raw []string, errs *fieldErrors) []string {
 	return tags
 }
 
-// decodeCompleted reads the body of PATCH .../complete: no body toggles
-// (nil); {"completed": bool} sets it.
+// decodeCompleted reads the body of PATCH .../complete: no body, or an
+// object without completed, toggles (nil); {"completed": bool} sets it.
 func decodeCompleted(w http.ResponseWriter, r *http.Request) (*bool, error) {
 	body, err := readBody(w, r)
 	if err != nil || len(bytes.TrimSpace(body)) == 0 {
@@ -181,8 +182,11 @@ func decodeCompleted(w http.ResponseWriter, r *http.Request) (*bool, error) {
 	if err := unmarshalStrict(body, &req); err != nil {
 		return nil, err
 	}
-	if !req.Completed.Set || req.Completed.Null || req.Completed.Invalid {
-		return nil, fieldErrors{{"completed", "must be true or false (or send no body to toggle)"}}
+	if !req.Completed.Set {
+		return nil, nil
+	}
+	if req.Completed.Null || req.Completed.Invalid {
+		return nil, fieldErrors{{"completed", "must be true or false (or leave it out to toggle)"}}
 	}
 	return &req.Completed.Value, nil
 }
@@ -209,6 +213,21 @@ func (e fieldErrors) err() error {
 	return e
 }
 
+// detail says what is wrong in a sentence, for clients that show only a
+// problem's detail: the first few fields, and how many more there are.
+func (e fieldErrors) detail() string {
+	const shown = 3
+	parts := make([]string, 0, shown)
+	for _, f := range e[:min(len(e), shown)] {
+		parts = append(parts, f.Field+" "+f.Message)
+	}
+	d := "Some fields are invalid: " + strings.Join(parts, "; ")
+	if len(e) > shown {
+		d += fmt.Sprintf("; and %d more", len(e)-shown)
+	}
+	return d + "."
+}
+
 func (e fieldErrors) Error() string {
 	return fmt.Sprintf("%d invalid fields, first %s: %s", len(e), e[0].Field, e[0].Message)
 }
@@ -225,7 +244,7 @@ func badRequest(format string, args ...any) error {
 }
 
 // errTooLarge means the body is over maxBodyBytes.
-var errTooLarge = fmt.Errorf("request body is larger than %d bytes", maxBodyBytes)
+var errTooLarge = fmt.Errorf("The request body is larger than %d bytes; a task is far smaller.", maxBodyBytes)
 
 // readBody reads the whole body, up to maxBodyBytes.
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
@@ -234,7 +253,7 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 		return nil, errTooLarge
 	}
 	if err != nil {
-		return nil, badRequest("could not read the body: %v", err)
+		return nil, badRequest("The request body could not be read; send it again.")
 	}
 	return body, nil
 }
@@ -258,90 +277,169 @@ func unmarshalStrict(body []byte, dst any) error {
 		var typeErr *json.UnmarshalTypeError
 		switch {
 		case errors.Is(err, io.EOF):
-			return badRequest("the body must be a JSON object")
+			return badRequest("The body must be a JSON object, such as {\"title\": \"Buy milk\"}.")
 		case errors.As(err, &syntaxErr):
-			return badRequest("the body is not valid JSON (at byte %d)", syntaxErr.Offset)
+			return badRequest("The body is not valid JSON (the error is at byte %d).", syntaxErr.Offset)
 		case errors.As(err, &typeErr):
-			return badRequest("the body must be a JSON object")
+			return badRequest("The body must be a JSON object, such as {\"title\": \"Buy milk\"}.")
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			return badRequest("the body has an unknown member %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+			return badRequest("The body has a member taskapi does not know: %s; see /openapi.json for the task's members.",
+				truncate(strings.TrimPrefix(err.Error(), "json: unknown field "), 60))
 		default:
-			return badRequest("the body is not valid JSON: %v", err)
+			return badRequest("The body is not valid JSON.")
 		}
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return badRequest("the body must hold a single JSON object and nothing after it")
+		return badRequest("The body must hold a single JSON object and nothing after it.")
 	}
 	return nil
 }
 
-// Limits of the list query parameters.
+// Limits of the list query parameters. A list without a limit is one full
+// page, so that clients that never read the Link header see every task of
+// a list of up to maxLimit.
 const (
-	defaultLimit = 100
+	defaultLimit = maxLimit
 	maxLimit     = 500
 )
+
+// listParams are the query parameters of a list, each with the other names
+// that frontends written for other backends give it. A parameter whose name
+// starts with "_" (a cache buster) is ignored; any other is refused, so that
+// a filter taskapi does not know is never silently dropped.
+var listParams = []struct{ name, alias string }{
+	{"status", "completed"}, {"sort", "sort_by"}, {"order", "sort_order"}, {"limit", ""}, {"cursor", ""},
+	{"q", "search"}, {"priority", ""}, {"tag", ""}, {"due_before", ""}, {"due_after", ""}, {"overdue", ""},
+}
+
+// listParamNames lists listParams for messages: "status (or completed), ...".
+func listParamNames() string {
+	names := make([]string, len(listParams))
+	for i, p := range listParams {
+		names[i] = p.name
+		if p.alias != "" {
+			names[i] += " (or " + p.alias + ")"
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+// listParam returns the value of the list parameter name, given under its
+// own name or its alias (whose value alias translates to the name's). Both
+// at once must agree.
+func listParam(q url.Values, name, alias string, translate func(string) string) (string, error) {
+	v, a := q.Get(name), q.Get(alias)
+	if a != "" && translate != nil {
+		a = translate(a)
+	}
+	if v != "" && a != "" && v != a {
+		return "", badRequest("The %s and %s parameters say different things; send only one of them.", name, alias)
+	}
+	return cmp.Or(v, a), nil
+}
 
 // parseListOptions reads the list query parameters, naming the one that has a
 // value it cannot use:
 //
-//	status=all|pending|completed  sort=created|updated|title|due_date|priority
-//	order=asc|desc                limit=1..500 (default 100)
-//	q=text                        priority=low|medium|high
-//	tag=t (repeatable)            due_before=, due_after= (RFC 3339)
+//	status=all|pending|completed (or completed=true|false)
+//	sort=created|updated|title|due_date|priority (or sort_by=, also created_at, updated_at)
+//	order=asc|desc (or sort_order=)   limit=1..500 (default 500)
+//	q=text (or search=)               priority=low|medium|high|all
+//	tag=t (repeatable)                due_before=, due_after= (RFC 3339)
 //	overdue=true|false
 //
 // The default order is newest first for created and updated, ascending
 // otherwise. The cursor parameter is read by the caller.
 func parseListOptions(q url.Values) (ListOptions, error) {
+	for name := range q {
+		if !strings.HasPrefix(name, "_") && !slices.ContainsFunc(listParams, func(p struct{ name, alias string }) bool {
+			return name == p.name || name == p.alias
+		}) {
+			return ListOptions{}, badRequest("The query parameter %q is not one a list accepts; use %s.", truncate(name, 40), listParamNames())
+		}
+	}
 	opts := ListOptions{Sort: SortCreated, Limit: defaultLimit}
-	switch status := q.Get("status"); status {
+	status, err := listParam(q, "status", "completed", func(v string) string {
+		switch v {
+		case "true":
+			return "completed"
+		case "false":
+			return "pending"
+		}
+		return "completed=" + v // never valid: refused below
+	})
+	if err != nil {
+		return ListOptions{}, err
+	}
+	switch status {
 	case "", "all":
 	case "pending", "completed":
 		completed := status == "completed"
 		opts.Completed = &completed
 	default:
-		return ListOptions{}, badRequest("status must be all, pending or completed")
+		return ListOptions{}, badRequest("The status parameter must be all, pending or completed (or completed=true or false).")
 	}
-	if v := q.Get("sort"); v != "" {
-		sort, ok := ParseSort(v)
+	sortName, err := listParam(q, "sort", "sort_by", nil)
+	if err != nil {
+		return ListOptions{}, err
+	}
+	if sortName != "" {
+		switch sortName { // the column names, as other backends take them
+		case "created_at":
+			sortName = string(SortCreated)
+		case "updated_at":
+			sortName = string(SortUpdated)
+		}
+		sort, ok := ParseSort(sortName)
 		if !ok {
-			return ListOptions{}, badRequest("sort must be created, updated, title, due_date or priority")
+			return ListOptions{}, badRequest("The sort (or sort_by) parameter must be created, updated, title, due_date or priority.")
 		}
 		opts.Sort = sort
 	}
-	switch order := q.Get("order"); order {
+	order, err := listParam(q, "order", "sort_order", nil)
+	if err != nil {
+		return ListOptions{}, err
+	}
+	switch order = strings.ToLower(order); order {
 	case "":
 		opts.Desc = opts.Sort == SortCreated || opts.Sort == SortUpdated // newest first
 	case "asc", "desc":
 		opts.Desc = order == "desc"
 	default:
-		return ListOptions{}, badRequest("order must be asc or desc")
+		return ListOptions{}, badRequest("The order (or sort_order) parameter must be asc or desc.")
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > maxLimit {
-			return ListOptions{}, badRequest("limit must be a whole number from 1 to %d", maxLimit)
+			return ListOptions{}, badRequest("The limit parameter must be a whole number from 1 to %d.", maxLimit)
 		}
 		opts.Limit = n
 	}
-	if v := q.Get("q"); v != "" {
-		if !validText(v, maxQuery) {
-			return ListOptions{}, badRequest("q must be text of at most %d characters", maxQuery)
-		}
-		opts.Query = v
+	search, err := listParam(q, "q", "search", nil)
+	if err != nil {
+		return ListOptions{}, err
 	}
-	if v := q.Get("priority"); v != "" {
+	if search != "" {
+		if !validText(search, maxQuery) {
+			return ListOptions{}, badRequest("The q (or search) parameter must be text of at most %d characters.", maxQuery)
+		}
+		opts.Query = search
+	}
+	if v := q.Get("priority"); v != "" && v != "all" {
 		if !slices.Contains(priorities, v) {
-			return ListOptions{}, badRequest("priority must be low, medium or high")
+			return ListOptions{}, badRequest("The priority parameter must be low, medium, high or all.")
 		}
 		opts.Priority = v
 	}
 	for _, tag := range q["tag"] {
 		tag = strings.TrimSpace(tag)
 		if checkText(tag, 1, maxTag) != "" {
-			return ListOptions{}, badRequest("tag must be 1 to %d characters", maxTag)
+			return ListOptions{}, badRequest("Each tag parameter must be 1 to %d characters.", maxTag)
 		}
 		if !slices.Contains(opts.Tags, tag) {
+			if len(opts.Tags) == maxTags { // no task has more tags: nothing could match
+				return ListOptions{}, badRequest("Give at most %d different tag parameters.", maxTags)
+			}
 			opts.Tags = append(opts.Tags, tag)
 		}
 	}
@@ -352,7 +450,7 @@ func parseListOptions(q url.Values) (ListOptions, error) {
 		if v := q.Get(p.name); v != "" {
 			t, err := time.Parse(time.RFC3339, v)
 			if err != nil {
-				return ListOptions{}, badRequest("%s must be an RFC 3339 timestamp, such as 2026-12-31T00:00:00Z", p.name)
+				return ListOptions{}, badRequest("The %s parameter must be an RFC 3339 timestamp, such as 2026-12-31T00:00:00Z.", p.name)
 			}
 			t = t.UTC()
 			*p.dst = &t
@@ -364,14 +462,27 @@ func parseListOptions(q url.Values) (ListOptions, error) {
 		overdue := v == "true"
 		opts.Overdue = &overdue
 	default:
-		return ListOptions{}, badRequest("overdue must be true or false")
+		return ListOptions{}, badRequest("The overdue parameter must be true or false.")
 	}
 	return opts, nil
 }
 
-// validIdempotencyKey accepts 1 to 255 visible ASCII characters.
+// truncate shortens s to at most n bytes of whole characters, for quoting
+// what a client sent in a message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// validIdempotencyKey accepts 1 to maxIdempotencyKey visible ASCII
+// characters.
 func validIdempotencyKey(key string) bool {
-	if key == "" || len(key) > 255 {
+	if key == "" || len(key) > maxIdempotencyKey {
 		return false
 	}
 	for _, c := range []byte(key) {

@@ -99,23 +99,27 @@ var errorAnswers = []struct {
 	err error
 	answer
 }{
-	{errMissingToken, answer{status: 401, detail: "send a bearer token: Authorization: Bearer <token>", challenge: challengeToken}},
-	{errInvalidToken, answer{status: 401, detail: "the bearer token is invalid or expired", challenge: challengeInvalid,
-		logLevel: slog.LevelInfo, logMessage: "token rejected"}},
-	{errForbidden, answer{status: 403, detail: `the path names another user; use your own user id or "me"`}},
-	{ErrNotFound, answer{status: 404, detail: "no task with that id"}},
+	{errMissingToken, answer{status: 401, detail: "Send the JWT from your sign-in in the Authorization header: Authorization: Bearer <token>.",
+		challenge: challengeToken}},
+	{errNotJWT, answer{status: 401, detail: "The bearer token is not a JWT. Send the JWT that Better Auth issues " +
+		"(GET /api/auth/token, or the set-auth-jwt response header), not the session token from its cookie.",
+		challenge: challengeInvalid, logLevel: slog.LevelInfo, logMessage: "token rejected"}},
+	{errInvalidToken, answer{status: 401, detail: "The bearer token is invalid or has expired; get a new one by signing in again.",
+		challenge: challengeInvalid, logLevel: slog.LevelInfo, logMessage: "token rejected"}},
+	{errForbidden, answer{status: 403, detail: `The path names another user; use your own user id, or "me".`}},
+	{ErrNotFound, answer{status: 404, detail: "There is no task with this id; it may have been deleted."}},
 	// A signed cursor the store cannot use: only a bug or a leaked key.
 	{ErrBadPosition, answer{status: 400, detail: errBadCursor.Error()}},
-	{ErrStale, answer{status: 412, detail: "the task has changed since the ETag in If-Match; fetch it again"}},
-	{ErrKeyReused, answer{status: 422, detail: "this Idempotency-Key was already used with a different request"}},
+	{ErrStale, answer{status: 412, detail: "The task has changed since the ETag in If-Match; fetch it again, then retry."}},
+	{ErrKeyReused, answer{status: 422, detail: "This Idempotency-Key was already used with a different request; use a new key for a new task."}},
 	{errTooLarge, answer{status: 413, detail: errTooLarge.Error()}},
-	{ErrRejected, answer{status: 422, detail: "a value is not acceptable",
+	{ErrRejected, answer{status: 422, detail: "A value is not acceptable to the database.",
 		logLevel: slog.LevelWarn, logMessage: "database rejected a validated value"}},
 	{ErrUnavailable, answerUnavailable},
 	{ErrKeysUnavailable, answerUnavailable},
 }
 
-var answerUnavailable = answer{status: 503, detail: "a service taskapi depends on is unavailable; try again shortly",
+var answerUnavailable = answer{status: 503, detail: "A service taskapi depends on is unavailable; try again in a moment.",
 	retryAfter: time.Second, logLevel: slog.LevelWarn, logMessage: "unavailable"}
 
 // answerFor returns the answer to err: from errorAnswers, from the error
@@ -136,14 +140,15 @@ func answerFor(r *http.Request, err error) answer {
 	case errors.As(err, &badRequest):
 		return answer{status: 400, detail: badRequest.Error()}
 	case errors.As(err, &fieldErrs):
-		return answer{status: 422, detail: "some fields are invalid", errors: fieldErrs}
+		return answer{status: 422, detail: fieldErrs.detail(), errors: fieldErrs}
 	case errors.As(err, &rateLimited):
-		return answer{status: 429, detail: "too many requests; slow down", retryAfter: max(rateLimited.retryAfter, time.Second)}
+		return answer{status: 429, detail: "Too many requests; wait as long as Retry-After says, then try again.",
+			retryAfter: max(rateLimited.retryAfter, time.Second)}
 	case r.Context().Err() != nil:
 		// The client went away; nobody will read this answer.
-		return answer{status: 503, detail: "request cancelled"}
+		return answer{status: 503, detail: "The request was cancelled."}
 	}
-	return answer{status: 500, detail: "internal error; quote the request id when reporting it",
+	return answer{status: 500, detail: "Something went wrong in taskapi; quote the request id when reporting it.",
 		logLevel: slog.LevelError, logMessage: "internal error"}
 }
 
