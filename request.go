@@ -186,7 +186,9 @@ func decodeCompleted(w http.ResponseWriter, r *http.Request) (*bool, error) {
 		return nil, nil
 	}
 	if req.Completed.Null || req.Completed.Invalid {
-		return nil, fieldErrors{{"completed", "must be true or false (or leave it out to toggle)"}}
+		var errs fieldErrors
+		errs.add("completed", "must be true or false (or leave it out to toggle)")
+		return nil, errs.err()
 	}
 	return &req.Completed.Value, nil
 }
@@ -197,17 +199,28 @@ type fieldError struct {
 	Message string `json:"message"`
 }
 
-// fieldErrors collects every fieldError of one request; writeError answers
-// it with 422.
-type fieldErrors []fieldError
+// maxListedErrors bounds the fieldErrors a 422 lists; error_count says how
+// many there were. A 64 KiB body can hold thousands of bad tags, and the
+// answer must not be larger than the question.
+const maxListedErrors = 20
+
+// fieldErrors collects the fieldErrors of one request, keeping the first
+// maxListedErrors and counting all; writeError answers it with 422.
+type fieldErrors struct {
+	list  []fieldError
+	count int
+}
 
 func (e *fieldErrors) add(field, message string) {
-	*e = append(*e, fieldError{Field: field, Message: message})
+	e.count++
+	if len(e.list) < maxListedErrors {
+		e.list = append(e.list, fieldError{Field: field, Message: message})
+	}
 }
 
 // err returns e as an error, or nil when it is empty.
-func (e fieldErrors) err() error {
-	if len(e) == 0 {
+func (e *fieldErrors) err() error {
+	if e.count == 0 {
 		return nil
 	}
 	return e
@@ -215,21 +228,21 @@ func (e fieldErrors) err() error {
 
 // detail says what is wrong in a sentence, for clients that show only a
 // problem's detail: the first few fields, and how many more there are.
-func (e fieldErrors) detail() string {
+func (e *fieldErrors) detail() string {
 	const shown = 3
 	parts := make([]string, 0, shown)
-	for _, f := range e[:min(len(e), shown)] {
+	for _, f := range e.list[:min(len(e.list), shown)] {
 		parts = append(parts, f.Field+" "+f.Message)
 	}
 	d := "Some fields are invalid: " + strings.Join(parts, "; ")
-	if len(e) > shown {
-		d += fmt.Sprintf("; and %d more", len(e)-shown)
+	if e.count > shown {
+		d += fmt.Sprintf("; and %d more", e.count-shown)
 	}
 	return d + "."
 }
 
-func (e fieldErrors) Error() string {
-	return fmt.Sprintf("%d invalid fields, first %s: %s", len(e), e[0].Field, e[0].Message)
+func (e *fieldErrors) Error() string {
+	return fmt.Sprintf("%d invalid fields, first %s: %s", e.count, e.list[0].Field, e.list[0].Message)
 }
 
 // badRequestError is a request taskapi cannot read: malformed JSON, an

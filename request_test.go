@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -180,4 +181,55 @@ func FuzzListQuery(f *testing.F) {
 			t.Fatalf("?%s: %d %s", query, res.Status, res.Body)
 		}
 	})
+}
+
+// manyTags returns n distinct tags of three characters, or n empty ones.
+func manyTags(n int, empty bool) []string {
+	tags := make([]string, n)
+	for i := range tags {
+		if !empty {
+			tags[i] = fmt.Sprintf("%03x", i)
+		}
+	}
+	return tags
+}
+
+// TestHugeTagListsAreCheap checks that a body full of tags is refused with
+// an answer much smaller than the body, however many of them are bad.
+func TestHugeTagListsAreCheap(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	tok := e.token("tags")
+	for _, c := range []struct {
+		name  string
+		tags  []string
+		count int
+	}{
+		{"21,000 empty tags", manyTags(21_000, true), 21_000},
+		{"3,000 distinct tags", manyTags(3_000, false), 1},
+	} {
+		body := mustJSON(map[string]any{"title": "t", "tags": c.tags})
+		if len(body) > maxBodyBytes {
+			t.Fatalf("%s: body of %d bytes is over the limit", c.name, len(body))
+		}
+		res := e.do("POST", "/api/me/tasks", tok, body)
+		p := res.problem(t)
+		if res.Status != 422 || len(p.Errors) > maxListedErrors || p.ErrorCount != c.count || len(res.Body) > 4<<10 {
+			t.Errorf("%s: %d, %d errors listed of %d, body %d bytes; want 422, at most %d listed of %d, under 4 KiB",
+				c.name, res.Status, len(p.Errors), p.ErrorCount, len(res.Body), maxListedErrors, c.count)
+		}
+	}
+	if n := countTasks(t, e, tok); n != 0 {
+		t.Errorf("%d tasks made by refused requests", n)
+	}
+}
+
+// BenchmarkCleanTags measures the tag check of a 64 KiB body of distinct
+// tags: linear, not quadratic, in the number of tags.
+func BenchmarkCleanTags(b *testing.B) {
+	tags := manyTags(10_800, false)
+	for b.Loop() {
+		var errs fieldErrors
+		cleanTags(tags, &errs)
+	}
 }

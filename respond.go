@@ -73,6 +73,9 @@ type problem struct {
 	Detail    string       `json:"detail,omitempty"`
 	RequestID string       `json:"request_id,omitempty"`
 	Errors    []fieldError `json:"errors,omitempty"`
+	// ErrorCount counts every invalid field, of which Errors lists at most
+	// maxListedErrors.
+	ErrorCount int `json:"error_count,omitempty"`
 }
 
 // answer is how taskapi responds to an error: the problem it sends, the
@@ -80,7 +83,7 @@ type problem struct {
 type answer struct {
 	status     int
 	detail     string
-	errors     []fieldError  // for 422: every bad field
+	fields     *fieldErrors  // for 422: the bad fields
 	challenge  string        // WWW-Authenticate, for 401
 	retryAfter time.Duration // Retry-After, for 429 and 503
 	logLevel   slog.Level    // the level of logMessage
@@ -133,14 +136,14 @@ func answerFor(r *http.Request, err error) answer {
 	}
 	var (
 		badRequest  badRequestError
-		fieldErrs   fieldErrors
+		fieldErrs   *fieldErrors
 		rateLimited *rateLimitedError
 	)
 	switch {
 	case errors.As(err, &badRequest):
 		return answer{status: 400, detail: badRequest.Error()}
 	case errors.As(err, &fieldErrs):
-		return answer{status: 422, detail: fieldErrs.detail(), errors: fieldErrs}
+		return answer{status: 422, detail: fieldErrs.detail(), fields: fieldErrs}
 	case errors.As(err, &rateLimited):
 		return answer{status: 429, detail: "Too many requests; wait as long as Retry-After says, then try again.",
 			retryAfter: max(rateLimited.retryAfter, time.Second)}
@@ -158,7 +161,10 @@ func answerFor(r *http.Request, err error) answer {
 func writeError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
 	a := answerFor(r, err)
 	p := problem{Type: "about:blank", Title: http.StatusText(a.status), Status: a.status,
-		Detail: a.detail, RequestID: requestIDFrom(r.Context()), Errors: a.errors}
+		Detail: a.detail, RequestID: requestIDFrom(r.Context())}
+	if a.fields != nil {
+		p.Errors, p.ErrorCount = a.fields.list, a.fields.count
+	}
 	if a.logMessage != "" {
 		logger.LogAttrs(r.Context(), a.logLevel, a.logMessage,
 			slog.String("request_id", p.RequestID), slog.String("err", err.Error()))
