@@ -5,8 +5,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -174,6 +177,9 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (User, error) {
 	if u, ok := v.cache.get(digest, v.now()); ok {
 		return u, nil
 	}
+	if err := checkTokenJSON(raw); err != nil {
+		return User{}, fmt.Errorf("%w: %w", errInvalidToken, err)
+	}
 	var (
 		claims   tokenClaims
 		fromJWKS bool
@@ -198,7 +204,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (User, error) {
 			return nil, err
 		}
 		if key.alg != alg {
-			return nil, fmt.Errorf("key %q is for %s, token is %s", kid, key.alg, alg)
+			return nil, fmt.Errorf("key %q is for %s, token is %s", truncate(kid, 64), key.alg, alg)
 		}
 		fromJWKS = true
 		return key.key, nil
@@ -236,6 +242,88 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (User, error) {
 	u := User{ID: *id, Email: cleanClaim(claims.Email, 320), Name: cleanClaim(claims.Name, 255)}
 	v.cache.put(digest, u, claims.ExpiresAt.Time, v.now())
 	return u, nil
+}
+
+// claimNames are the claims and header members taskapi reads. encoding/json
+// matches member names without regard to case, so a token with "SUB" would
+// otherwise be read as sub: checkTokenJSON refuses every case variant.
+var claimNames = []string{"alg", "typ", "kid", "crit", "sub", "userId", "id", "email", "name", "iss", "aud", "exp", "nbf", "iat", "jti"}
+
+// checkTokenJSON refuses what the JWT library would accept but a strict
+// reading of RFC 7519 and RFC 7515 does not: a member named twice, or in
+// another case than a claim taskapi reads (so that the claims checked are the
+// claims used); exp, nbf or iat that are not JSON numbers; a sub that is
+// present but not a non-empty string (no falling back to another claim); and
+// a crit header, since taskapi understands no extension (RFC 7515, section
+// 4.1.11). raw has three dot-separated parts.
+func checkTokenJSON(raw string) error {
+	header, rest, _ := strings.Cut(raw, ".")
+	payload, _, _ := strings.Cut(rest, ".")
+	for _, part := range []struct {
+		name, text string
+	}{{"header", header}, {"claims", payload}} {
+		b, err := base64.RawURLEncoding.Strict().DecodeString(part.text)
+		if err != nil {
+			return fmt.Errorf("%s: not base64url", part.name)
+		}
+		members, err := jsonMembers(b)
+		if err != nil {
+			return fmt.Errorf("%s: %w", part.name, err)
+		}
+		seen := make(map[string]bool, len(members))
+		for name, value := range members {
+			folded := strings.ToLower(name)
+			if seen[folded] {
+				return fmt.Errorf("%s: a member named twice, or in two cases", part.name)
+			}
+			seen[folded] = true
+			if i := slices.IndexFunc(claimNames, func(c string) bool { return strings.EqualFold(c, name) }); i >= 0 && claimNames[i] != name {
+				return fmt.Errorf("%s: member %q is not spelled %q", part.name, truncate(name, 20), claimNames[i])
+			}
+			switch {
+			case part.name == "header" && name == "crit":
+				return errors.New("header: crit names extensions taskapi does not understand")
+			case part.name == "claims" && (name == "exp" || name == "nbf" || name == "iat"):
+				if c := value[0]; c != '-' && (c < '0' || c > '9') {
+					return fmt.Errorf("claims: %s is not a number", name)
+				}
+			case part.name == "claims" && name == "sub":
+				if value[0] != '"' || string(value) == `""` {
+					return errors.New("claims: sub is not a non-empty string")
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// jsonMembers returns the raw values of a JSON object's members, in a map
+// that keeps every name: a name given twice is an error.
+func jsonMembers(b []byte) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, errors.New("not a JSON object")
+	}
+	members := map[string]json.RawMessage{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, errors.New("not a JSON object")
+		}
+		name, _ := t.(string)
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return nil, errors.New("not a JSON object")
+		}
+		if _, dup := members[name]; dup {
+			return nil, errors.New("a member named twice")
+		}
+		members[name] = value
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, errors.New("not a JSON object")
+	}
+	return members, nil
 }
 
 // tokenCacheSize bounds the verified-token cache: about 2 MB when full.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +83,20 @@ func TestAuthTable(t *testing.T) {
 	lastIndex := strings.IndexByte(alphabet, canonical[len(canonical)-1])
 	nonCanonical := canonical[:len(canonical)-1] + string(alphabet[lastIndex|1])
 
+	// raw signs a header and claims written as JSON by hand, which may say
+	// what no claims map can: a name twice, a claim in another case.
+	raw := func(header, claims string) string {
+		t.Helper()
+		signing := base64.RawURLEncoding.EncodeToString([]byte(header)) + "." + base64.RawURLEncoding.EncodeToString([]byte(claims))
+		sig, err := jwt.SigningMethodHS256.Sign(signing, testSecret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return signing + "." + base64.RawURLEncoding.EncodeToString(sig)
+	}
+	const hsHeader = `{"alg":"HS256","typ":"JWT"}`
+	exp, past := strconv.FormatInt(now.Add(time.Hour).Unix(), 10), strconv.FormatInt(now.Add(-time.Hour).Unix(), 10)
+
 	tampered := hs(plain)
 	parts := strings.Split(tampered, ".")
 	payload, _ := json.Marshal(with(plain, "sub", "admin"))
@@ -138,6 +153,20 @@ func TestAuthTable(t *testing.T) {
 		{"token over 8 KiB", "Bearer " + hs(with(plain, "pad", strings.Repeat("p", 8<<10))), ""},
 		{"token just under 8 KiB", "Bearer " + hs(with(plain, "pad", strings.Repeat("p", 5<<10))), "u1"},
 		{"user id with NUL", "Bearer " + hs(with(plain, "sub", "a\x00b")), ""},
+		{"hand-written claims", "Bearer " + raw(hsHeader, `{"sub":"u1","exp":`+exp+`}`), "u1"},
+		{"exp past, Exp future", "Bearer " + raw(hsHeader, `{"sub":"u1","exp":`+past+`,"Exp":`+exp+`}`), ""},
+		{"sub and SUB", "Bearer " + raw(hsHeader, `{"sub":"alice","SUB":"bob","exp":`+exp+`}`), ""},
+		{"SUB alone", "Bearer " + raw(hsHeader, `{"SUB":"bob","exp":`+exp+`}`), ""},
+		{"sub twice", "Bearer " + raw(hsHeader, `{"sub":"alice","sub":"bob","exp":`+exp+`}`), ""},
+		{"exp as a numeric string", "Bearer " + raw(hsHeader, `{"sub":"u1","exp":"`+exp+`"}`), ""},
+		{"nbf as a string", "Bearer " + raw(hsHeader, `{"sub":"u1","exp":`+exp+`,"nbf":"0"}`), ""},
+		{"iat as a string", "Bearer " + raw(hsHeader, `{"sub":"u1","exp":`+exp+`,"iat":"0"}`), ""},
+		{"sub null falls back to nothing", "Bearer " + raw(hsHeader, `{"sub":null,"id":"u3","exp":`+exp+`}`), ""},
+		{"sub an object", "Bearer " + raw(hsHeader, `{"sub":{"id":"u1"},"exp":`+exp+`}`), ""},
+		{"crit header", "Bearer " + raw(`{"alg":"HS256","crit":["exp"],"typ":"JWT"}`, `{"sub":"u1","exp":`+exp+`}`), ""},
+		{"alg twice in the header", "Bearer " + raw(`{"alg":"none","alg":"HS256"}`, `{"sub":"u1","exp":`+exp+`}`), ""},
+		{"ALG in the header", "Bearer " + raw(`{"alg":"HS256","ALG":"none"}`, `{"sub":"u1","exp":`+exp+`}`), ""},
+		{"claims not an object", "Bearer " + raw(hsHeader, `["sub","u1"]`), ""},
 		{"Better Auth style id", "Bearer " + hs(with(plain, "sub", "4bX9aQ2mZk7LrT1vY8wE3nH6pJ0sD5cF")), "4bX9aQ2mZk7LrT1vY8wE3nH6pJ0sD5cF"},
 	}
 	for _, tt := range tests {
