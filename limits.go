@@ -7,6 +7,7 @@ package main
 import (
 	"fmt"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -25,12 +26,13 @@ const (
 // checkText returns what is wrong with s as a text of min to max characters,
 // as a message to follow a field's name ("must not be empty"), or "" when
 // nothing is. Text must be valid UTF-8 and free of NUL, which PostgreSQL
-// cannot store in text. min is 0 or 1.
+// cannot store in text. min is 0 or 1; with 1, the text must also show
+// something: a title of only invisible characters is empty.
 func checkText(s string, min, max int) string {
 	switch n := utf8.RuneCountInString(s); {
 	case !utf8.ValidString(s):
 		return "must be valid UTF-8"
-	case n < min:
+	case n < min || min > 0 && !strings.ContainsFunc(s, visible):
 		return "must not be empty"
 	case n > max:
 		return fmt.Sprintf("must be at most %d characters (got %d)", max, n)
@@ -38,6 +40,28 @@ func checkText(s string, min, max int) string {
 		return "must not contain NUL characters"
 	}
 	return ""
+}
+
+// visible reports whether r shows as something: not white space, not a
+// control or format character (such as a zero-width space, a joiner or a
+// byte order mark), not a combining mark alone, and not one of the filler
+// characters that render as blank.
+func visible(r rune) bool {
+	return !blankFiller(r) && !unicode.IsSpace(r) && !unicode.In(r, unicode.Cc, unicode.Cf, unicode.Co, unicode.Cs, unicode.Mn, unicode.Me, unicode.Zs, unicode.Zl, unicode.Zp)
+}
+
+// trimText trims white space, format characters (such as a zero-width space
+// or a byte order mark) and blank fillers from both ends of s: how titles
+// and tags are stored, so that "a" and "a\u200b" are one tag. Nothing else
+// is changed: no case folding and no Unicode normalization, and control
+// characters stay, to be refused.
+func trimText(s string) string {
+	return strings.TrimFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.Is(unicode.Cf, r) || blankFiller(r) })
+}
+
+// blankFiller reports whether r is one of the letters that render as blank.
+func blankFiller(r rune) bool {
+	return r == '\u115F' || r == '\u1160' || r == '\u2800' || r == '\u3164' || r == '\uFFA0'
 }
 
 // validText reports whether s passes checkText with min 0.

@@ -35,18 +35,65 @@ type field[T any] struct {
 }
 
 // UnmarshalJSON implements json.Unmarshaler. It sees the member's raw bytes,
-// before encoding/json would quietly replace invalid UTF-8 with U+FFFD.
+// before encoding/json would quietly replace invalid UTF-8, or an escaped
+// half of a surrogate pair, with U+FFFD.
 func (f *field[T]) UnmarshalJSON(b []byte) error {
 	f.Set = true
 	switch {
 	case string(b) == "null":
 		f.Null = true
-	case !utf8.Valid(b):
+	case !utf8.Valid(b) || hasLoneSurrogate(b):
 		f.Invalid = true
 	default:
 		f.Invalid = json.Unmarshal(b, &f.Value) != nil
 	}
 	return nil
+}
+
+// hasLoneSurrogate reports whether the JSON text b has a \u escape of one
+// half of a UTF-16 surrogate pair without the other: no character at all,
+// which encoding/json would silently store as U+FFFD.
+func hasLoneSurrogate(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' {
+			continue
+		}
+		i++ // the escaped character
+		if i >= len(b) || b[i] != 'u' {
+			continue
+		}
+		r := hexRune(b[i+1:])
+		switch {
+		case r < 0xD800 || r > 0xDFFF:
+		case r >= 0xDC00: // a low half first
+			return true
+		case i+10 < len(b) && b[i+5] == '\\' && b[i+6] == 'u' && hexRune(b[i+7:]) >= 0xDC00 && hexRune(b[i+7:]) <= 0xDFFF:
+			i += 6 // a whole pair
+		default:
+			return true
+		}
+		i += 4
+	}
+	return false
+}
+
+// hexRune reads four hex digits, or returns -1.
+func hexRune(b []byte) rune {
+	if len(b) < 4 {
+		return -1
+	}
+	n, err := strconv.ParseUint(string(b[:4]), 16, 16)
+	if err != nil {
+		return -1
+	}
+	return rune(n)
+}
+
+// storableTime reports whether t is an instant whose UTC year is 1 to 9999:
+// what PostgreSQL, RFC 3339 and JSON can all hold and give back the same.
+func storableTime(t time.Time) bool {
+	y := t.UTC().Year()
+	return y >= 1 && y <= 9999
 }
 
 // taskRequest is the body of a create or an update.
@@ -92,7 +139,7 @@ func (req *taskRequest) patch() (TaskPatch, error) {
 func (req *taskRequest) validate(errs *fieldErrors) TaskPatch {
 	var p TaskPatch
 	if f := req.Title; f.Set {
-		title := strings.TrimSpace(f.Value)
+		title := trimText(f.Value)
 		switch msg := checkText(title, 1, maxTitle); {
 		case f.Null || f.Invalid:
 			errs.add("title", "must be a string")
@@ -132,8 +179,8 @@ func (req *taskRequest) validate(errs *fieldErrors) TaskPatch {
 		p.SetDueDate = true
 		switch {
 		case f.Null:
-		case f.Invalid:
-			errs.add("due_date", "must be an RFC 3339 timestamp, such as 2026-12-31T17:00:00Z, or null")
+		case f.Invalid || !storableTime(f.Value):
+			errs.add("due_date", "must be an RFC 3339 timestamp between the years 1 and 9999 in UTC, such as 2026-12-31T17:00:00Z, or null")
 		default:
 			d := f.Value.UTC()
 			p.DueDate = &d
@@ -155,7 +202,7 @@ func cleanTags(raw []string, errs *fieldErrors) []string {
 	tags := make([]string, 0, min(len(raw), maxTags+1))
 	seen := make(map[string]bool, len(tags))
 	for i, tag := range raw {
-		tag = strings.TrimSpace(tag)
+		tag = trimText(tag)
 		if msg := checkText(tag, 1, maxTag); msg != "" {
 			errs.add(fmt.Sprintf("tags[%d]", i), msg)
 		} else if !seen[tag] {
@@ -445,7 +492,7 @@ func parseListOptions(q url.Values) (ListOptions, error) {
 		opts.Priority = v
 	}
 	for _, tag := range q["tag"] {
-		tag = strings.TrimSpace(tag)
+		tag = trimText(tag)
 		if checkText(tag, 1, maxTag) != "" {
 			return ListOptions{}, badRequest("Each tag parameter must be 1 to %d characters.", maxTag)
 		}
@@ -462,7 +509,7 @@ func parseListOptions(q url.Values) (ListOptions, error) {
 	}{{"due_before", &opts.DueBefore}, {"due_after", &opts.DueAfter}} {
 		if v := q.Get(p.name); v != "" {
 			t, err := time.Parse(time.RFC3339, v)
-			if err != nil {
+			if err != nil || !storableTime(t) {
 				return ListOptions{}, badRequest("The %s parameter must be an RFC 3339 timestamp, such as 2026-12-31T00:00:00Z.", p.name)
 			}
 			t = t.UTC()

@@ -2,9 +2,14 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"net/http/httptest"
+	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestValidation(t *testing.T) {
@@ -231,5 +236,117 @@ func BenchmarkCleanTags(b *testing.B) {
 	for b.Loop() {
 		var errs fieldErrors
 		cleanTags(tags, &errs)
+	}
+}
+
+// TestAcceptedInputIsValidEverywhere checks the edges of what a task may
+// hold: what is accepted is stored, returned, sorted and paged as sent, and
+// what cannot be is refused with 422, never changed or stored as something else.
+func TestAcceptedInputIsValidEverywhere(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	tok := e.token("edges")
+	for _, c := range []struct {
+		body      string
+		wantTitle string // "" means 422
+		wantTags  []string
+	}{
+		{`{"title":"a\ud800"}`, "", nil},
+		{`{"title":"\udc00a"}`, "", nil},
+		{`{"title":"x","tags":["\ud83d"]}`, "", nil},
+		{`{"title":"x","description":"\ud800\ud800"}`, "", nil},
+		{`{"title":"\ud83d\ude00"}`, "😀", []string{}},
+		{`{"title":"a\\ud800"}`, `a\ud800`, []string{}}, // an escaped backslash: the text \ud800
+		{`{"title":"\u200b"}`, "", nil},
+		{`{"title":"\ufeff\u200b\u2060\u200c"}`, "", nil},
+		{`{"title":"\u3164"}`, "", nil},
+		{`{"title":" \u200b\u0301 "}`, "", nil},
+		{`{"title":"\u200bmilk\u200b"}`, "milk", []string{}},
+		{`{"title":"x","tags":["\u200b"]}`, "", nil},
+		{`{"title":"x","tags":["a","a\u200b","\ufeffa"," a "]}`, "x", []string{"a"}},
+		{`{"title":"x","tags":["👩‍💻"]}`, "x", []string{"👩‍💻"}}, // a joiner inside stays
+	} {
+		res := e.do("POST", "/api/me/tasks", tok, c.body)
+		if c.wantTitle == "" {
+			if res.Status != 422 {
+				t.Errorf("%s: %d %s, want 422", c.body, res.Status, res.Body)
+			}
+			continue
+		}
+		if res.Status != 201 {
+			t.Errorf("%s: %d %s, want 201", c.body, res.Status, res.Body)
+			continue
+		}
+		got := e.do("GET", res.Header.Get("Location"), tok, nil).task(t)
+		if got.Title != c.wantTitle || !slices.Equal(got.Tags, c.wantTags) {
+			t.Errorf("%s: stored title %q tags %q, want %q %q", c.body, got.Title, got.Tags, c.wantTitle, c.wantTags)
+		}
+	}
+
+	dates := e.token("dates")
+	for _, due := range []string{"9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+01:00", "10000-01-01T00:00:00Z", "0000-12-31T23:00:00Z"} {
+		for _, key := range []string{"", "k-" + due} {
+			res := e.doWith("POST", "/api/me/tasks", dates, map[string]string{"Idempotency-Key": key}, `{"title":"x","due_date":"`+due+`"}`)
+			if key == "" {
+				res = e.do("POST", "/api/me/tasks", dates, `{"title":"x","due_date":"`+due+`"}`)
+			}
+			if res.Status != 422 {
+				t.Errorf("due_date %s (key %q): %d %s, want 422", due, key, res.Status, res.Body)
+			}
+		}
+		wantBadParam(t, e.do("GET", "/api/me/tasks?due_before="+url.QueryEscape(due), dates, nil), "due_before="+due)
+	}
+	// The extremes that are accepted come back as sent, and page in both orders.
+	for _, due := range []string{"9999-12-31T23:59:59.999999Z", "0001-01-01T00:00:00Z", "2026-06-01T12:00:00Z"} {
+		res := e.do("POST", "/api/me/tasks", dates, `{"title":"`+due+`","due_date":"`+due+`"}`)
+		if res.Status != 201 || res.task(t).DueDate.Format(time.RFC3339Nano) != due {
+			t.Errorf("due_date %s: %d %s", due, res.Status, res.Body)
+		}
+	}
+	for _, order := range []string{"asc", "desc"} {
+		got, _ := pageAll(t, e, dates, "/api/me/tasks?sort=due_date&limit=1&order="+order)
+		if len(got) != 3 {
+			t.Errorf("sort=due_date order=%s, one a page: %d tasks, want 3", order, len(got))
+		}
+	}
+	// The database agrees.
+	if _, err := e.db.Exec(`INSERT INTO users (id) VALUES ('db') ON CONFLICT DO NOTHING`); err != nil {
+		t.Fatal(err)
+	}
+	for _, due := range []string{"10000-01-01 00:00:00+00", "0001-12-31 23:00:00+00 BC"} {
+		if _, err := e.db.Exec(`INSERT INTO tasks (user_id, title, due_date) VALUES ('db', 'x', $1::timestamptz)`, due); err == nil {
+			t.Errorf("the database accepted due_date %s", due)
+		}
+	}
+}
+
+// failingBody is a request body whose read fails the way a network read
+// does, with addresses in its error.
+type failingBody struct{}
+
+func (failingBody) Read([]byte) (int, error) {
+	return 0, &net.OpError{Op: "read", Net: "tcp", Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 18610}, Err: os.ErrDeadlineExceeded}
+}
+
+func (failingBody) Close() error { return nil }
+
+// TestNoNetworkErrorReachesTheClient checks that an error from reading the
+// request is answered without its text.
+func TestNoNetworkErrorReachesTheClient(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	for _, path := range []string{"/api/me/tasks", "/api/me/tasks/00000000-0000-4000-8000-000000000000/complete"} {
+		method := "POST"
+		if strings.HasSuffix(path, "complete") {
+			method = "PATCH"
+		}
+		req := httptest.NewRequest(method, path, nil)
+		req.Body = failingBody{}
+		req.Header.Set("Authorization", "Bearer "+e.token("net"))
+		rec := httptest.NewRecorder()
+		e.srv.Config.Handler.ServeHTTP(rec, req)
+		if body := rec.Body.String(); rec.Code != 400 || strings.Contains(body, "127.0.0.1") || strings.Contains(body, "tcp") || strings.Contains(body, "timeout") {
+			t.Errorf("%s %s with a failing body: %d %s, want a 400 that quotes no error", method, path, rec.Code, body)
+		}
 	}
 }

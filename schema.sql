@@ -81,3 +81,17 @@ CREATE TABLE IF NOT EXISTS server_keys (
     name text  PRIMARY KEY,
     key  bytea NOT NULL
 );
+
+-- due_date holds instants of the years 1 to 9999 in UTC, which PostgreSQL,
+-- RFC 3339 and JSON all spell the same, mirroring the API's rule. NOT VALID:
+-- the check applies to every write from now on, without a scan of the rows
+-- an earlier release stored.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                    WHERE conrelid = 'tasks'::regclass AND conname = 'tasks_due_date_range') THEN
+        ALTER TABLE tasks ADD CONSTRAINT tasks_due_date_range
+            CHECK (due_date >= '0001-01-01 00:00:00+00' AND due_date < '10000-01-01 00:00:00+00') NOT VALID;
+    END IF;
+END
+$$;
