@@ -19,7 +19,7 @@ import (
 func BenchmarkRoutes(b *testing.B) {
 	db, _ := newTestDB(b)
 	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	store := NewStore(db, 5*time.Second)
+	store := NewStore(db, 5*time.Second, testTaskQuota)
 	h := newServer(logger, "test", store, NewVerifier(VerifierConfig{Secret: testSecret}, logger), nil, cursorCodec{[]byte("k")}, nil)
 	tok, err := mintToken(testSecret, User{ID: "bench", Email: "bench@example.com"}, "", "", time.Hour)
 	if err != nil {
@@ -142,7 +142,7 @@ func TestBenchSQLMirrorsStore(t *testing.T) {
 		"bench/list.sql": strings.NewReplacer("$1", ":u", "$2", ":lim").Replace(list),
 		"bench/get.sql": strings.NewReplacer("$1", "('00000000-0000-4000-8000-' || lpad(:m::text, 12, '0'))::uuid",
 			"$2", ":u").Replace(getTaskSQL),
-		"bench/create.sql": strings.NewReplacer("$1", ":u", "$2", "''", "$3", "''", "$4", "'bench task'", "$5", "NULL",
+		"bench/create.sql": strings.NewReplacer("$10", "10000", "$1", ":u", "$2", "''", "$3", "''", "$4", "'bench task'", "$5", "NULL",
 			"$6", "false", "$7", "'high'", "$8", "NULL", "$9", "'{load}'").Replace(createTaskSQL),
 	} {
 		b, err := os.ReadFile(file)

@@ -12,7 +12,7 @@ func TestApplySchemaTwiceAndConcurrently(t *testing.T) {
 	t.Parallel()
 	db, url := newTestDB(t) // applied once already
 	ctx := context.Background()
-	store := NewStore(db, 5*time.Second)
+	store := NewStore(db, 5*time.Second, testTaskQuota)
 	task, err := store.CreateTask(ctx, User{ID: "keep"}, NewTask{Title: "survives", Priority: "medium"})
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +53,7 @@ func TestApplySchemaRepairsAndKeepsData(t *testing.T) {
 	t.Parallel()
 	db, _ := newTestDB(t)
 	ctx := context.Background()
-	store := NewStore(db, 5*time.Second)
+	store := NewStore(db, 5*time.Second, testTaskQuota)
 	if _, err := store.CreateTask(ctx, User{ID: "old"}, NewTask{Title: "from before", Priority: "high"}); err != nil {
 		t.Fatal(err)
 	}

@@ -127,7 +127,7 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 	if err := applySchema(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
-	store := NewStore(db, 2*time.Second)
+	store := NewStore(db, 2*time.Second, testTaskQuota)
 	srv := httptest.NewServer(newServer(testLogger(), "test", store, NewVerifier(VerifierConfig{Secret: testSecret}, testLogger()), nil, cursorCodec{[]byte("k")}, nil))
 	t.Cleanup(srv.Close)
 	tok, _ := mintToken(testSecret, User{ID: "loader"}, "", "", time.Hour)

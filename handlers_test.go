@@ -251,7 +251,7 @@ func TestHealthAndReadiness(t *testing.T) {
 	}
 	dead := stdlib.OpenDB(*cfg)
 	t.Cleanup(func() { dead.Close() })
-	srv := httptest.NewServer(newServer(slog.New(slog.DiscardHandler), "test", NewStore(dead, 2*time.Second),
+	srv := httptest.NewServer(newServer(slog.New(slog.DiscardHandler), "test", NewStore(dead, 2*time.Second, testTaskQuota),
 		NewVerifier(VerifierConfig{Secret: testSecret}, slog.New(slog.DiscardHandler)), nil, cursorCodec{}, nil))
 	t.Cleanup(srv.Close)
 	e.srv = srv

@@ -160,6 +160,9 @@ func withSearchPath(url, schema string) string {
 	return url + sep + "search_path=" + schema
 }
 
+// testTaskQuota is the task quota of the tests' stores: the default.
+const testTaskQuota = 10_000
+
 // testSecret signs the HS256 tokens of the tests.
 var testSecret = []byte("test-secret-0123456789-0123456789-abcdef")
 
@@ -190,7 +193,7 @@ func newTestEnvOn(t testing.TB, db *sql.DB, cfg *VerifierConfig) *testEnv {
 	}
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	store := NewStore(db, 5*time.Second)
+	store := NewStore(db, 5*time.Second, testTaskQuota)
 	verifier := NewVerifier(*cfg, logger)
 	srv := httptest.NewServer(newServer(logger, buildVersion(), store, verifier, nil, cursorCodec{[]byte("test cursor key")}, []string{"https://app.example.com"}))
 	t.Cleanup(srv.Close)

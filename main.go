@@ -99,9 +99,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	store := NewStore(db, cfg.QueryTimeout, cfg.TaskQuota)
+	go sweepKeys(ctx, store, logger, 10*time.Minute)
 	verifier := NewVerifier(cfg.verifierConfig(), logger)
 	srv := &http.Server{
-		Handler: newServer(logger, buildVersion(), NewStore(db, cfg.QueryTimeout), verifier,
+		Handler: newServer(logger, buildVersion(), store, verifier,
 			newRateLimiter(cfg.RateLimit, cfg.RateBurst), cursorCodec{cursorKey}, cfg.CORSOrigins),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
@@ -215,6 +217,26 @@ func buildVersion() string {
 	return v
 }
 
+// sweepKeys deletes expired idempotency keys now and then every interval,
+// until ctx ends. Every instance sweeps; a sweep that finds nothing costs one
+// index lookup.
+func sweepKeys(ctx context.Context, store *Store, logger *slog.Logger, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if n, err := store.SweepKeys(ctx); err != nil {
+			logger.Warn("sweep idempotency keys", "err", err)
+		} else if n > 0 {
+			logger.Info("swept idempotency keys", "deleted", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // devSecret returns the development signing secret kept in dir, making it
 // on first use. It is only ever used with the development database.
 func devSecret(dir string) ([]byte, error) {
@@ -246,6 +268,7 @@ type config struct {
 
 	RateLimit float64 // requests a second per user; 0 turns limiting off
 	RateBurst int
+	TaskQuota int // the most tasks one user may have
 
 	Secret           []byte
 	AuthURL          string // Better Auth's base URL
@@ -319,6 +342,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	c.DB.MaxIdleConns = intVar("DB_MAX_IDLE_CONNS", c.DB.MaxOpenConns)
 	c.RateBurst = intVar("RATE_LIMIT_BURST", 100)
+	c.TaskQuota = intVar("TASK_QUOTA", 10_000)
 	c.RateLimit = 50
 	if v := getenv("RATE_LIMIT"); v != "" {
 		r, err := strconv.ParseFloat(v, 64)

@@ -135,7 +135,7 @@ func TestCancelledRequestKeepsConnection(t *testing.T) {
 		}
 		c.MaxOpenConns, c.MaxIdleConns = 1, 1
 	})
-	store := NewStore(db, 5*time.Second)
+	store := NewStore(db, 5*time.Second, testTaskQuota)
 	ctx := context.Background()
 	u := User{ID: "leaver"}
 	task, err := store.CreateTask(ctx, u, NewTask{Title: "locked", Priority: "low"})

@@ -48,7 +48,7 @@ func TestRateLimitResponses(t *testing.T) {
 	logger := slog.New(slog.DiscardHandler)
 	limiter := newRateLimiter(0.5, 2)
 	e := newTestEnvOn(t, db, nil)
-	srv := httptest.NewServer(newServer(logger, "test", NewStore(db, 5*time.Second), NewVerifier(VerifierConfig{Secret: testSecret}, logger),
+	srv := httptest.NewServer(newServer(logger, "test", NewStore(db, 5*time.Second, testTaskQuota), NewVerifier(VerifierConfig{Secret: testSecret}, logger),
 		limiter, cursorCodec{[]byte("k")}, nil))
 	t.Cleanup(srv.Close)
 	e.srv = srv

@@ -115,6 +115,8 @@ var errorAnswers = []struct {
 	{ErrBadPosition, answer{status: 400, detail: errBadCursor.Error()}},
 	{ErrStale, answer{status: 412, detail: "The task has changed since the ETag in If-Match; fetch it again, then retry."}},
 	{ErrKeyReused, answer{status: 422, detail: "This Idempotency-Key was already used with a different request; use a new key for a new task."}},
+	{ErrKeyTaskDeleted, answer{status: 409, detail: "The task this Idempotency-Key created has been deleted since; to create it again, send a new key."}},
+	{ErrQuota, answer{status: 409, detail: "You have as many tasks as one account may have; delete some to make room."}},
 	{errTooLarge, answer{status: 413, detail: errTooLarge.Error()}},
 	{ErrRejected, answer{status: 422, detail: "A value is not acceptable to the database.",
 		logLevel: slog.LevelWarn, logMessage: "database rejected a validated value"}},

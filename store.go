@@ -5,13 +5,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 )
 
@@ -37,6 +38,11 @@ var (
 	// ErrKeyReused means an Idempotency-Key was used before with another
 	// request.
 	ErrKeyReused = errors.New("idempotency key already used for a different request")
+	// ErrKeyTaskDeleted means an Idempotency-Key's task has been deleted
+	// since the key created it.
+	ErrKeyTaskDeleted = errors.New("the idempotency key's task was deleted")
+	// ErrQuota means the user has as many tasks as one user may have.
+	ErrQuota = errors.New("task quota reached")
 )
 
 // Priorities in ascending order. The API and the schema accept only these.
@@ -67,9 +73,8 @@ type User struct {
 	Name  string
 }
 
-// NewTask holds the validated fields of a task to create. Its JSON form is
-// what an idempotency key remembers of the request, to compare a retry with
-// and to answer it.
+// NewTask holds the validated fields of a task to create. The hash of its
+// JSON form is what an idempotency key remembers of the request.
 type NewTask struct {
 	Title       string     `json:"title"`
 	Description *string    `json:"description"`
@@ -131,23 +136,31 @@ const upsertUserCTE = `WITH upsert_user AS (
 )
 `
 
+// underQuotaSQL is true while the user ($1) has fewer than $10 tasks. It
+// counts at most $10 index entries, so it costs the same for a user far over
+// the quota as for one at it.
+const underQuotaSQL = `(SELECT count(*) FROM (SELECT 1 FROM tasks WHERE user_id = $1 LIMIT $10) AS mine) < $10`
+
+// createTaskSQL creates a task ($4 to $9) for the user, unless they have
+// $10 tasks already: then it returns no row.
 const createTaskSQL = upsertUserCTE + `INSERT INTO tasks (user_id, title, description, completed, priority, due_date, tags)
-VALUES ($1, $4, $5, $6, $7, $8, $9)
+SELECT $1, $4, $5, $6, $7, $8, $9
+ WHERE ` + underQuotaSQL + `
 RETURNING ` + taskColumns
 
-// createTaskOnceSQL is createTaskSQL under an idempotency key ($10). It
-// claims the key and creates the task ($11 is its id) in one statement, or,
-// when the key is already claimed, does nothing and returns no row. Two
-// requests racing with one key serialize on the key's primary key: the
-// second waits for the first and then finds the key claimed. A key older
-// than 24 hours is claimed afresh, and the user's other expired keys go.
-const createTaskOnceSQL = upsertUserCTE + `, expired AS (
-    DELETE FROM idempotency_keys
-     WHERE user_id = $1 AND key <> $10 AND created_at < now() - interval '24 hours'
-), claim AS (
-    INSERT INTO idempotency_keys (user_id, key, task_id, request) VALUES ($1, $10, $11, $12)
+// createTaskOnceSQL is createTaskSQL under an idempotency key ($11). It
+// claims the key, with the request's hash ($13), and creates the task ($12
+// is its id) in one statement, or, when the key is already claimed or the
+// user is at the quota, does nothing and returns no row. Two requests racing
+// with one key serialize on the key's primary key: the second waits for the
+// first and then finds the key claimed. A key older than 24 hours is claimed
+// afresh; sweepKeys deletes such keys for every user.
+const createTaskOnceSQL = upsertUserCTE + `, claim AS (
+    INSERT INTO idempotency_keys (user_id, key, task_id, request_hash)
+    SELECT $1, $11, $12, $13
+     WHERE ` + underQuotaSQL + `
     ON CONFLICT (user_id, key) DO UPDATE
-       SET task_id = EXCLUDED.task_id, request = EXCLUDED.request, created_at = now()
+       SET task_id = EXCLUDED.task_id, request_hash = EXCLUDED.request_hash, created_at = now()
      WHERE idempotency_keys.created_at < now() - interval '24 hours'
     RETURNING task_id
 )
@@ -155,8 +168,13 @@ INSERT INTO tasks (id, user_id, title, description, completed, priority, due_dat
 SELECT task_id, $1, $4, $5, $6, $7, $8, $9 FROM claim
 RETURNING ` + taskColumns
 
-// idempotencyKeySQL reads a claimed key.
-const idempotencyKeySQL = `SELECT task_id, request, created_at FROM idempotency_keys WHERE user_id = $1 AND key = $2`
+// idempotencyKeySQL reads a key claimed within the last 24 hours.
+const idempotencyKeySQL = `SELECT task_id, request_hash, created_at FROM idempotency_keys
+ WHERE user_id = $1 AND key = $2 AND created_at >= now() - interval '24 hours'`
+
+// sweepKeysSQL deletes up to $1 keys older than 24 hours, of every user.
+const sweepKeysSQL = `DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM idempotency_keys WHERE created_at < now() - interval '24 hours' LIMIT $1))`
 
 const getTaskSQL = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1 AND user_id = $2`
 
@@ -185,9 +203,23 @@ const completeTaskSQL = upsertUserCTE + `UPDATE tasks SET
 WHERE id = $4 AND user_id = $1 AND ($6::bigint[] IS NULL OR version = ANY ($6))
 RETURNING ` + taskColumns
 
-const deleteTaskSQL = `DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND ($3::bigint[] IS NULL OR version = ANY ($3))`
+// forgetRequestsCTE clears the request hash of the idempotency keys that
+// created the tasks in "deleted", in the statement that deletes them: a key
+// keeps nothing of a deleted task, and a retry with it is told the task is
+// gone rather than creating it again.
+const forgetRequestsCTE = `, forget AS (
+    UPDATE idempotency_keys SET request_hash = NULL
+     WHERE (user_id, task_id) IN (SELECT user_id, id FROM deleted) AND request_hash IS NOT NULL
+)
+SELECT count(*) FROM deleted`
 
-const deleteCompletedSQL = `DELETE FROM tasks WHERE user_id = $1 AND completed`
+const deleteTaskSQL = `WITH deleted AS (
+    DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND ($3::bigint[] IS NULL OR version = ANY ($3)) RETURNING user_id, id
+)` + forgetRequestsCTE
+
+const deleteCompletedSQL = `WITH deleted AS (
+    DELETE FROM tasks WHERE user_id = $1 AND completed RETURNING user_id, id
+)` + forgetRequestsCTE
 
 // statsSQL counts in one pass over the user's tasks.
 const statsSQL = `SELECT count(*),
@@ -208,14 +240,17 @@ const deleteAccountSQL = `DELETE FROM users WHERE id = $1`
 // given: a task of another user is indistinguishable from no task at all.
 type Store struct {
 	db *sql.DB
+	// taskQuota is the most tasks one user may have.
+	taskQuota int
 	// timeout bounds every statement, so that a database that stops
 	// answering turns into ErrUnavailable instead of a hanging request.
 	timeout time.Duration
 }
 
-// NewStore returns a Store over db whose statements each run for at most timeout.
-func NewStore(db *sql.DB, timeout time.Duration) *Store {
-	return &Store{db: db, timeout: timeout}
+// NewStore returns a Store over db whose statements each run for at most
+// timeout, and whose users may have up to taskQuota tasks each.
+func NewStore(db *sql.DB, timeout time.Duration, taskQuota int) *Store {
+	return &Store{db: db, timeout: timeout, taskQuota: taskQuota}
 }
 
 // statementContext bounds a statement by the store's timeout, but does not
@@ -253,14 +288,18 @@ func (s *Store) GetTask(ctx context.Context, userID, id string) (Task, error) {
 	return t, nil
 }
 
-// CreateTask stores a new task for the user and returns it. The user's row
-// is created or refreshed in the same statement.
+// CreateTask stores a new task for the user and returns it, or ErrQuota when
+// the user has as many tasks as the store allows. The user's row is created
+// or refreshed in the same statement.
 func (s *Store) CreateTask(ctx context.Context, u User, in NewTask) (Task, error) {
 	ctx, cancel := s.statementContext(ctx)
 	defer cancel()
 	t, err := newTaskScanner(u.ID).scan(s.db.QueryRowContext(ctx, createTaskSQL,
 		u.ID, u.Email, u.Name,
-		in.Title, in.Description, in.Completed, in.Priority, in.DueDate, nonNil(in.Tags)))
+		in.Title, in.Description, in.Completed, in.Priority, in.DueDate, nonNil(in.Tags), s.taskQuota))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Task{}, ErrQuota
+	}
 	if err != nil {
 		return Task{}, dbError("create task", err)
 	}
@@ -270,46 +309,82 @@ func (s *Store) CreateTask(ctx context.Context, u User, in NewTask) (Task, error
 // CreateTaskOnce is CreateTask under an idempotency key: the first request
 // with a key creates the task; a later one with the same key and the same
 // input creates nothing and returns the task as it was created, with
-// replayed true; one with other input gets ErrKeyReused. Keys are per user
-// and last 24 hours.
+// replayed true; one with other input gets ErrKeyReused, and one whose task
+// was deleted since gets ErrKeyTaskDeleted. Keys are per user and last 24
+// hours. A key holds the task's id and a hash of the request, never its
+// text: the replay is made from the retry itself, which the hash shows to be
+// the same request.
 func (s *Store) CreateTaskOnce(ctx context.Context, u User, key string, in NewTask) (t Task, replayed bool, err error) {
 	in.Tags = nonNil(in.Tags)
-	request, err := json.Marshal(in)
-	if err != nil {
-		return Task{}, false, fmt.Errorf("create task: %w", err)
-	}
+	hash := requestHash(u.ID, key, in)
 	ctx, cancel := s.statementContext(ctx)
 	defer cancel()
 	t, err = newTaskScanner(u.ID).scan(s.db.QueryRowContext(ctx, createTaskOnceSQL,
 		u.ID, u.Email, u.Name,
-		in.Title, in.Description, in.Completed, in.Priority, in.DueDate, in.Tags,
-		key, newUUID(), string(request)))
+		in.Title, in.Description, in.Completed, in.Priority, in.DueDate, in.Tags, s.taskQuota,
+		key, newUUID(), hash))
 	if err == nil {
 		return t, false, nil
 	}
 	if !errors.Is(err, sql.ErrNoRows) {
 		return Task{}, false, dbError("create task", err)
 	}
-	// The key was claimed before: replay the task it created.
+	// Nothing was created: the key was claimed before, or the user is at
+	// the quota.
 	var (
-		taskID, prior string
-		createdAt     time.Time
+		taskID    string
+		prior     []byte
+		createdAt time.Time
 	)
-	if err := s.db.QueryRowContext(ctx, idempotencyKeySQL, u.ID, key).Scan(&taskID, &prior, &createdAt); err != nil {
+	err = s.db.QueryRowContext(ctx, idempotencyKeySQL, u.ID, key).Scan(&taskID, &prior, &createdAt)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return Task{}, false, ErrQuota
+	case err != nil:
 		return Task{}, false, dbError("create task: read idempotency key", err)
-	}
-	if prior != string(request) {
+	case prior == nil:
+		return Task{}, false, ErrKeyTaskDeleted
+	case !bytes.Equal(prior, hash):
 		return Task{}, false, ErrKeyReused
-	}
-	var orig NewTask
-	if err := json.Unmarshal([]byte(prior), &orig); err != nil {
-		return Task{}, false, fmt.Errorf("create task: decode idempotency key: %w", err)
 	}
 	created := createdAt.UTC()
 	return Task{
-		ID: taskID, UserID: u.ID, Title: orig.Title, Description: orig.Description, Completed: orig.Completed,
-		Priority: orig.Priority, DueDate: orig.DueDate, Tags: nonNil(orig.Tags), CreatedAt: created, UpdatedAt: created, Version: 1,
+		ID: taskID, UserID: u.ID, Title: in.Title, Description: in.Description, Completed: in.Completed,
+		Priority: in.Priority, DueDate: in.DueDate, Tags: in.Tags, CreatedAt: created, UpdatedAt: created, Version: 1,
 	}, true, nil
+}
+
+// requestHash is what an idempotency key remembers of its request: a
+// SHA-256 of the user, the key and the validated task, so that equal
+// requests, however formatted, hash the same.
+func requestHash(userID, key string, in NewTask) []byte {
+	h := sha256.New()
+	h.Write([]byte(userID + "\x00" + key + "\x00"))
+	json.NewEncoder(h).Encode(in) // plain data: cannot fail
+	return h.Sum(nil)
+}
+
+// SweepKeys deletes the idempotency keys older than 24 hours, of every user,
+// in batches, and says how many it deleted.
+func (s *Store) SweepKeys(ctx context.Context) (int64, error) {
+	const batch = 10_000
+	var total int64
+	for {
+		sctx, cancel := s.statementContext(ctx)
+		res, err := s.db.ExecContext(sctx, sweepKeysSQL, batch)
+		cancel()
+		if err != nil {
+			return total, dbError("sweep idempotency keys", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, dbError("sweep idempotency keys", err)
+		}
+		total += n
+		if n < batch || ctx.Err() != nil {
+			return total, nil
+		}
+	}
 }
 
 // UpdateTask applies p to the user's task with the given id and returns the
@@ -359,12 +434,8 @@ func (s *Store) DeleteTask(ctx context.Context, userID, id string, ifMatch []int
 	}
 	ctx, cancel := s.statementContext(ctx)
 	defer cancel()
-	res, err := s.db.ExecContext(ctx, deleteTaskSQL, id, userID, versions(ifMatch))
-	if err != nil {
-		return Task{}, dbError("delete task", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
+	var n int64
+	if err := s.db.QueryRowContext(ctx, deleteTaskSQL, id, userID, versions(ifMatch)).Scan(&n); err != nil {
 		return Task{}, dbError("delete task", err)
 	}
 	if n == 0 {
@@ -399,12 +470,8 @@ func versions(ifMatch []int64) any {
 func (s *Store) DeleteCompleted(ctx context.Context, userID string) (int64, error) {
 	ctx, cancel := s.statementContext(ctx)
 	defer cancel()
-	res, err := s.db.ExecContext(ctx, deleteCompletedSQL, userID)
-	if err != nil {
-		return 0, dbError("delete completed tasks", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
+	var n int64
+	if err := s.db.QueryRowContext(ctx, deleteCompletedSQL, userID).Scan(&n); err != nil {
 		return 0, dbError("delete completed tasks", err)
 	}
 	return n, nil

@@ -12,7 +12,7 @@ func TestUserRowKeptCurrent(t *testing.T) {
 	t.Parallel()
 	db, _ := newTestDB(t)
 	ctx := context.Background()
-	store := NewStore(db, 5*time.Second)
+	store := NewStore(db, 5*time.Second, testTaskQuota)
 	user := func() (email, name string, updated time.Time) {
 		t.Helper()
 		var e, n *string
@@ -98,7 +98,7 @@ func TestStoreErrors(t *testing.T) {
 	t.Parallel()
 	db, _ := newTestDB(t)
 	ctx := context.Background()
-	store := NewStore(db, 5*time.Second)
+	store := NewStore(db, 5*time.Second, testTaskQuota)
 	// A value that validation would have refused maps to ErrRejected, not a bare error.
 	_, err := store.CreateTask(ctx, User{ID: "e"}, NewTask{Title: "a\x00b", Priority: "medium"})
 	if !errors.Is(err, ErrRejected) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -300,8 +301,10 @@ func TestIdempotencyKeyExpiry(t *testing.T) {
 	if res.Status != 201 || res.task(t).ID == first.ID || res.Header.Get("Idempotent-Replayed") != "" {
 		t.Errorf("expired key: %d %s, want a new task", res.Status, res.Body)
 	}
-	// Alice's other expired key was cleared; bob's is his to clear: every
-	// statement touches the caller's rows only.
+	// The sweep deletes every user's expired keys, and only those.
+	if n, err := e.store.SweepKeys(context.Background()); err != nil || n != 2 {
+		t.Errorf("SweepKeys = %d, %v; want 2 keys swept", n, err)
+	}
 	var keys []string
 	rows, err := e.db.Query(`SELECT user_id || '/' || key FROM idempotency_keys ORDER BY 1`)
 	if err != nil {
@@ -313,7 +316,88 @@ func TestIdempotencyKeyExpiry(t *testing.T) {
 		keys = append(keys, k)
 	}
 	rows.Close()
-	if strings.Join(keys, ",") != "alice/daily,bob/bobs" {
-		t.Errorf("keys left: %v, want alice/daily,bob/bobs", keys)
+	if strings.Join(keys, ",") != "alice/daily" {
+		t.Errorf("keys left: %v, want alice/daily", keys)
+	}
+}
+
+// TestIdempotencyKeysKeepNothing checks that a key holds only a hash of its
+// request, and nothing once its task is deleted, while a retry still gets
+// the original answer.
+func TestIdempotencyKeysKeepNothing(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	tok := e.token("keeper")
+	const secret = "my secret diagnosis"
+	body := `{"title":"` + secret + `","description":"` + secret + `","completed":true}`
+	first := e.doWith("POST", "/api/me/tasks", tok, map[string]string{"Idempotency-Key": "k1"}, body)
+	if first.Status != 201 {
+		t.Fatalf("create: %d %s", first.Status, first.Body)
+	}
+	var stored string
+	if err := e.db.QueryRow(`SELECT coalesce(request, '') || encode(coalesce(request_hash, ''), 'escape') FROM idempotency_keys`).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(stored, "secret") {
+		t.Errorf("the key stores the request's text: %q", stored)
+	}
+	if retry := e.doWith("POST", "/api/me/tasks", tok, map[string]string{"Idempotency-Key": "k1"}, body); string(retry.Body) != string(first.Body) {
+		t.Errorf("retry: %s, want the original %s", retry.Body, first.Body)
+	}
+	// Deleted, one by one or in bulk: the key keeps nothing, and a retry
+	// is told the task is gone instead of creating it again.
+	second := e.doWith("POST", "/api/me/tasks", tok, map[string]string{"Idempotency-Key": "k2"}, body).task(t)
+	e.do("DELETE", "/api/me/tasks/"+first.task(t).ID, tok, nil)
+	e.do("DELETE", "/api/me/tasks?status=completed", tok, nil)
+	var hashes int
+	if err := e.db.QueryRow(`SELECT count(request_hash) FROM idempotency_keys`).Scan(&hashes); err != nil || hashes != 0 {
+		t.Errorf("%d keys still hold a hash after their tasks were deleted (%v)", hashes, err)
+	}
+	for _, k := range []string{"k1", "k2"} {
+		res := e.doWith("POST", "/api/me/tasks", tok, map[string]string{"Idempotency-Key": k}, body)
+		if res.Status != 409 {
+			t.Errorf("retry with %s after its task %s was deleted: %d %s, want 409", k, second.ID, res.Status, res.Body)
+		}
+	}
+	if n := countTasks(t, e, tok); n != 0 {
+		t.Errorf("%d tasks, want 0", n)
+	}
+}
+
+// TestTaskQuota checks that a user at the quota can create nothing more,
+// with or without a key, until they delete a task.
+func TestTaskQuota(t *testing.T) {
+	t.Parallel()
+	db, _ := newTestDB(t)
+	e := newTestEnvOn(t, db, nil)
+	e.store.taskQuota = 3
+	tok, other := e.token("full"), e.token("other")
+	var ids []string
+	for i := range 3 {
+		res := e.do("POST", "/api/me/tasks", tok, fmt.Sprintf(`{"title":"t%d"}`, i))
+		if res.Status != 201 {
+			t.Fatalf("create %d: %d", i, res.Status)
+		}
+		ids = append(ids, res.task(t).ID)
+	}
+	for _, key := range []string{"", "k"} {
+		res := e.doWith("POST", "/api/me/tasks", tok, map[string]string{"Idempotency-Key": key}, `{"title":"one more"}`)
+		if key == "" {
+			res = e.do("POST", "/api/me/tasks", tok, `{"title":"one more"}`)
+		}
+		if res.Status != 409 || !strings.Contains(res.problem(t).Detail, "delete some") {
+			t.Errorf("over the quota (key %q): %d %s, want 409", key, res.Status, res.Body)
+		}
+	}
+	if res := e.do("POST", "/api/me/tasks", other, `{"title":"mine"}`); res.Status != 201 {
+		t.Errorf("another user: %d, want 201", res.Status)
+	}
+	// The refused keyed create did not use up its key.
+	e.do("DELETE", "/api/me/tasks/"+ids[0], tok, nil)
+	if res := e.doWith("POST", "/api/me/tasks", tok, map[string]string{"Idempotency-Key": "k"}, `{"title":"one more"}`); res.Status != 201 || res.Header.Get("Idempotent-Replayed") != "" {
+		t.Errorf("after a delete: %d %s, want a new task", res.Status, res.Body)
+	}
+	if n := countTasks(t, e, tok); n != 3 {
+		t.Errorf("%d tasks, want 3", n)
 	}
 }

@@ -9,5 +9,6 @@ WITH upsert_user AS (
         OR (EXCLUDED.name IS NOT NULL AND EXCLUDED.name IS DISTINCT FROM users.name)
 )
 INSERT INTO tasks (user_id, title, description, completed, priority, due_date, tags)
-VALUES (:u, 'bench task', NULL, false, 'high', NULL, '{load}')
+SELECT :u, 'bench task', NULL, false, 'high', NULL, '{load}'
+ WHERE (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE user_id = :u LIMIT 10000) AS mine) < 10000
 RETURNING id, title, description, completed, priority, due_date, tags, created_at, updated_at, version;
