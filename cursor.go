@@ -1,52 +1,74 @@
 // This file makes and checks the opaque cursors of list pages: a cursor
-// carries the store's position of a page's end, signed for one user and one
-// list.
+// carries the store's position of a page's end, encrypted and bound to one
+// user and one list, so that it reveals nothing of the tasks.
 
 package main
 
 import (
-	"crypto/hmac"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"strings"
 )
 
-// cursorCodec makes and checks the opaque cursors of list pages. A cursor
-// holds the store's position of the last task of a page and an HMAC over it,
-// the user and the list's scope, so a cursor that was altered, or made for
-// another user or another query, is refused before the store sees it.
+// cursorCodec makes and checks the cursors of list pages. A cursor is the
+// store's position of the last task of a page (which holds its sort key: a
+// title, say) sealed with AES-256-GCM, with the user and the list's scope as
+// additional data: it reveals nothing of the task, and a cursor that was
+// altered, or made for another user or another query, is refused before the
+// store sees it. It is safe for concurrent use.
 type cursorCodec struct {
-	key []byte
+	aead cipher.AEAD
+}
+
+// newCursorCodec returns a codec whose key is derived from secret, which
+// every instance shares (the "cursor" server key).
+func newCursorCodec(secret []byte) cursorCodec {
+	key := sha256.Sum256(append([]byte("taskapi cursor\x00"), secret...))
+	block, err := aes.NewCipher(key[:])
+	if err != nil {
+		panic(err) // a 32-byte key is always valid
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		panic(err)
+	}
+	return cursorCodec{aead: aead}
 }
 
 var errBadCursor = badRequestError("The cursor is not valid for this list; start again from the first page, without a cursor.")
 
-func (c cursorCodec) mac(userID, scope, position string) []byte {
-	m := hmac.New(sha256.New, c.key)
-	for _, part := range []string{userID, scope, position} {
-		m.Write([]byte(part))
-		m.Write([]byte{0})
-	}
-	return m.Sum(nil)[:16]
+// additionalData binds a cursor to a user and a list.
+func additionalData(userID, scope string) []byte {
+	return []byte(userID + "\x00" + scope)
 }
 
-// encode returns the cursor of a position (Page.Next) in a list.
+// encode returns the cursor of a position (Page.Next) in a list: a random
+// nonce and the sealed position, each in base64url, joined by a dot.
 func (c cursorCodec) encode(userID, scope, position string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(position)) + "." +
-		base64.RawURLEncoding.EncodeToString(c.mac(userID, scope, position))
+	nonce := make([]byte, c.aead.NonceSize())
+	rand.Read(nonce)
+	sealed := c.aead.Seal(nil, nonce, []byte(position), additionalData(userID, scope))
+	return base64.RawURLEncoding.EncodeToString(nonce) + "." + base64.RawURLEncoding.EncodeToString(sealed)
 }
 
 // decode returns the position a cursor made by encode holds, or
 // errBadCursor.
 func (c cursorCodec) decode(userID, scope, cursor string) (string, error) {
-	rawPosition, rawMAC, ok := strings.Cut(cursor, ".")
+	rawNonce, rawSealed, ok := strings.Cut(cursor, ".")
 	if !ok || len(cursor) > 2048 {
 		return "", errBadCursor
 	}
-	position, err1 := base64.RawURLEncoding.DecodeString(rawPosition)
-	mac, err2 := base64.RawURLEncoding.DecodeString(rawMAC)
-	if err1 != nil || err2 != nil || !hmac.Equal(mac, c.mac(userID, scope, string(position))) {
+	nonce, err1 := base64.RawURLEncoding.DecodeString(rawNonce)
+	sealed, err2 := base64.RawURLEncoding.DecodeString(rawSealed)
+	if err1 != nil || err2 != nil || len(nonce) != c.aead.NonceSize() {
+		return "", errBadCursor
+	}
+	position, err := c.aead.Open(nil, nonce, sealed, additionalData(userID, scope))
+	if err != nil {
 		return "", errBadCursor
 	}
 	return string(position), nil

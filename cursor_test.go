@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/base64"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -55,5 +57,35 @@ func TestCursorTampering(t *testing.T) {
 	// The genuine cursor still works, and limit may change between pages.
 	if res := e.do("GET", strings.Replace(next, "limit=2", "limit=3", 1), alice, nil); res.Status != 200 || len(res.tasks(t)) != 3 {
 		t.Errorf("genuine cursor with a new limit: %d %s", res.Status, res.Body)
+	}
+}
+
+// TestCursorRevealsNothing checks that a cursor carries nothing of the task
+// it points after, in any decoding, though the position holds its title.
+func TestCursorRevealsNothing(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	tok := e.token("private")
+	for _, title := range []string{"aaa-secret-diagnosis", "bbb-secret-salary"} {
+		e.do("POST", "/api/me/tasks", tok, `{"title":"`+title+`"}`)
+	}
+	link := e.do("GET", "/api/me/tasks?sort=title&limit=1", tok, nil).Header.Get("Link")
+	u, err := url.Parse(nextLink(t, http.Header{"Link": {link}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cursor := u.Query().Get("cursor")
+	seen := []string{link, cursor}
+	for _, part := range strings.Split(cursor, ".") {
+		b, _ := base64.RawURLEncoding.DecodeString(part)
+		seen = append(seen, string(b))
+	}
+	for _, s := range seen {
+		if strings.Contains(s, "secret") || strings.Contains(s, "aaa") {
+			t.Errorf("the cursor reveals the title: %q", s)
+		}
+	}
+	if res := e.do("GET", u.String(), tok, nil); res.Status != 200 || len(res.tasks(t)) != 1 || res.tasks(t)[0].Title != "bbb-secret-salary" {
+		t.Errorf("next page: %d %s", res.Status, res.Body)
 	}
 }

@@ -104,7 +104,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	verifier := NewVerifier(cfg.verifierConfig(), logger)
 	srv := &http.Server{
 		Handler: newServer(logger, buildVersion(), store, verifier,
-			newRateLimiter(cfg.RateLimit, cfg.RateBurst), cursorCodec{cursorKey}, cfg.CORSOrigins),
+			newRateLimiter(cfg.RateLimit, cfg.RateBurst), newCursorCodec(cursorKey), cfg.CORSOrigins),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		// Longer than the slowest honest request: a statement timeout plus

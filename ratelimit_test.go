@@ -49,7 +49,7 @@ func TestRateLimitResponses(t *testing.T) {
 	limiter := newRateLimiter(0.5, 2)
 	e := newTestEnvOn(t, db, nil)
 	srv := httptest.NewServer(newServer(logger, "test", NewStore(db, 5*time.Second, testTaskQuota), NewVerifier(VerifierConfig{Secret: testSecret}, logger),
-		limiter, cursorCodec{[]byte("k")}, nil))
+		limiter, newCursorCodec([]byte("k")), nil))
 	t.Cleanup(srv.Close)
 	e.srv = srv
 	alice, bob := e.token("alice"), e.token("bob")
