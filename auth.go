@@ -65,7 +65,11 @@ func userFrom(ctx context.Context) User {
 // bearer token, and, on routes with a {user_id} path segment, only when that
 // segment is the token's user id or "me". The handler finds the caller with
 // userFrom. A missing token is 401, never 403: the client must sign in first.
-func requireUser(v *Verifier, logger *slog.Logger) func(http.Handler) http.Handler {
+//
+// Invalid tokens count against the client's address in failures: once it
+// has none left, its tokens are not checked (those verified before still
+// pass) and it gets 429 until it has.
+func requireUser(v *Verifier, failures *addrLimiter, logger *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			raw, ok := bearerToken(r.Header.Get("Authorization"))
@@ -73,10 +77,20 @@ func requireUser(v *Verifier, logger *slog.Logger) func(http.Handler) http.Handl
 				writeError(w, r, logger, errMissingToken)
 				return
 			}
-			u, err := v.Verify(r.Context(), raw)
-			if err != nil {
-				writeError(w, r, logger, err)
-				return
+			u, ok := v.cached(raw)
+			if !ok {
+				if blocked, wait := failures.blocked(r); blocked {
+					writeError(w, r, logger, &rateLimitedError{retryAfter: wait})
+					return
+				}
+				var err error
+				if u, err = v.Verify(r.Context(), raw); err != nil {
+					if errors.Is(err, errInvalidToken) {
+						failures.failed(r)
+					}
+					writeError(w, r, logger, err)
+					return
+				}
 			}
 			if id := r.PathValue("user_id"); id != "" && id != "me" && id != u.ID {
 				writeError(w, r, logger, errForbidden)
@@ -171,8 +185,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (User, error) {
 	if strings.Count(raw, ".") != 2 {
 		return User{}, errNotJWT
 	}
-	// A token seen before, byte for byte, was verified then: its signature
-	// cannot have changed, and the cache forgets it at its exp.
+	// A token seen before, byte for byte, was verified then (see cached).
 	digest := sha256.Sum256([]byte(raw))
 	if u, ok := v.cache.get(digest, v.now()); ok {
 		return u, nil
@@ -226,10 +239,10 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (User, error) {
 		issuer, audience = v.cfg.JWKSIssuer, v.cfg.JWKSAudience
 	}
 	if issuer != "" && claims.Issuer != issuer {
-		return User{}, fmt.Errorf("%w: issuer %q, want %q", errInvalidToken, claims.Issuer, issuer)
+		return User{}, fmt.Errorf("%w: issuer %q, want %q", errInvalidToken, truncate(claims.Issuer, 100), issuer)
 	}
 	if audience != "" && !slices.Contains(claims.Audience, audience) {
-		return User{}, fmt.Errorf("%w: audience %q, want %q", errInvalidToken, claims.Audience, audience)
+		return User{}, fmt.Errorf("%w: audience %q, want %q", errInvalidToken, truncate(strings.Join(claims.Audience, " "), 100), audience)
 	}
 
 	id := claims.Sub
@@ -324,6 +337,16 @@ func jsonMembers(b []byte) (map[string]json.RawMessage, error) {
 		return nil, errors.New("not a JSON object")
 	}
 	return members, nil
+}
+
+// cached returns the user of a token verified before, byte for byte, that
+// has not expired: its signature cannot have changed, and the cache forgets
+// it at its exp.
+func (v *Verifier) cached(raw string) (User, bool) {
+	if len(raw) > maxTokenBytes {
+		return User{}, false
+	}
+	return v.cache.get(sha256.Sum256([]byte(raw)), v.now())
 }
 
 // tokenCacheSize bounds the verified-token cache: about 2 MB when full.

@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,6 +38,9 @@ type dbConfig struct {
 	ConnMaxIdleTime time.Duration
 	ConnectTimeout  time.Duration // per connection attempt, unless the URL sets connect_timeout
 	BootTimeout     time.Duration // how long openDB keeps retrying
+	// StatementTimeout, when set, is the server's statement_timeout for
+	// every connection, unless the URL sets one.
+	StatementTimeout time.Duration
 	// DialFunc, when set, opens the network connections; tests use it to
 	// count round trips.
 	DialFunc pgconn.DialFunc
@@ -68,13 +72,25 @@ func openDB(ctx context.Context, cfg dbConfig, logger *slog.Logger) (*sql.DB, er
 	if cfg.DialFunc != nil {
 		pgCfg.DialFunc = cfg.DialFunc
 	}
-	db := stdlib.OpenDB(*pgCfg, stdlib.OptionShouldPing(func(_ context.Context, p stdlib.ShouldPingParams) bool {
-		return p.IdleDuration > pingAfterIdle
-	}))
-	db.SetMaxOpenConns(cfg.MaxOpenConns)
-	db.SetMaxIdleConns(cfg.MaxIdleConns)
-	db.SetConnMaxLifetime(cfg.ConnMaxLifetime)
-	db.SetConnMaxIdleTime(cfg.ConnMaxIdleTime)
+	// The server ends a statement that runs past the timeout itself: a
+	// parameter of the connection's start-up message, so it costs no round
+	// trip, and the connection stays usable, where a timeout on this side
+	// can only close it.
+	_, urlSetsTimeout := pgCfg.RuntimeParams["statement_timeout"]
+	if cfg.StatementTimeout > 0 && !urlSetsTimeout {
+		pgCfg.RuntimeParams["statement_timeout"] = strconv.FormatInt(cfg.StatementTimeout.Milliseconds(), 10)
+	}
+	open := func() *sql.DB {
+		db := stdlib.OpenDB(*pgCfg, stdlib.OptionShouldPing(func(_ context.Context, p stdlib.ShouldPingParams) bool {
+			return p.IdleDuration > pingAfterIdle
+		}))
+		db.SetMaxOpenConns(cfg.MaxOpenConns)
+		db.SetMaxIdleConns(cfg.MaxIdleConns)
+		db.SetConnMaxLifetime(cfg.ConnMaxLifetime)
+		db.SetConnMaxIdleTime(cfg.ConnMaxIdleTime)
+		return db
+	}
+	db := open()
 
 	deadline := time.Now().Add(cfg.BootTimeout)
 	backoff := 250 * time.Millisecond
@@ -84,6 +100,17 @@ func openDB(ctx context.Context, cfg dbConfig, logger *slog.Logger) (*sql.DB, er
 		cancel()
 		if err == nil {
 			return db, nil
+		}
+		if refusesStartupParameter(err) && !urlSetsTimeout && pgCfg.RuntimeParams["statement_timeout"] != "" {
+			// A pooler such as PgBouncer refuses start-up parameters it
+			// was not told to pass on: the client's timeout remains.
+			logger.Warn("the database (a pooler?) refuses statement_timeout at start-up; statements are "+
+				"timed on this side only. Set it on the server instead: ALTER ROLE <user> SET statement_timeout = '5s'",
+				"host", pgCfg.Host)
+			delete(pgCfg.RuntimeParams, "statement_timeout")
+			db.Close()
+			db = open()
+			continue
 		}
 		if ctx.Err() != nil || time.Now().Add(backoff).After(deadline) {
 			break
@@ -106,6 +133,13 @@ func openDB(ctx context.Context, cfg dbConfig, logger *slog.Logger) (*sql.DB, er
 		pgCfg.Host, pgCfg.Port, cfg.BootTimeout, err)
 }
 
+// refusesStartupParameter reports whether err is a server (a pooler, most
+// likely) refusing a parameter of the start-up message.
+func refusesStartupParameter(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "08P01" && strings.Contains(pgErr.Message, "unsupported startup parameter")
+}
+
 // schemaLockKey is the advisory lock that serializes schema application
 // across every taskapi instance sharing a database.
 const schemaLockKey = 7_283_424_952_120_117_391
@@ -120,6 +154,11 @@ func applySchema(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("apply schema: %w", err)
 	}
 	defer tx.Rollback()
+	// Building an index on a large table, or waiting for another instance
+	// to finish, may take longer than any request should.
+	if _, err := tx.ExecContext(ctx, "SET LOCAL statement_timeout = 0"); err != nil {
+		return fmt.Errorf("apply schema: %w", err)
+	}
 	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", int64(schemaLockKey)); err != nil {
 		return fmt.Errorf("apply schema: lock: %w", err)
 	}

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 func TestApplySchemaTwiceAndConcurrently(t *testing.T) {
@@ -108,5 +111,41 @@ func TestServerKeyMadeByAnotherInstance(t *testing.T) {
 	r := <-got
 	if r.err != nil || string(r.key) != string(theirs) {
 		t.Fatalf("serverKey = %q, %v; want the other instance's key", r.key, r.err)
+	}
+}
+
+// TestServerStatementTimeout checks that the server itself ends a statement
+// past the timeout, without the client closing the connection; and that
+// behind a pooler that refuses the start-up parameter, the pool still opens.
+func TestServerStatementTimeout(t *testing.T) {
+	t.Parallel()
+	cfg := testDBConfig(newEmptyTestDB(t))
+	cfg.StatementTimeout = 300 * time.Millisecond
+	db, err := openDB(context.Background(), cfg, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var setting string
+	if err := db.QueryRow("SHOW statement_timeout").Scan(&setting); err != nil {
+		t.Fatal(err)
+	}
+	if testPooler {
+		// PgBouncer in CI passes on no such parameter: the pool opened without it.
+		return
+	}
+	if setting != "300ms" {
+		t.Errorf("statement_timeout = %q, want 300ms", setting)
+	}
+	_, err = db.Exec("SELECT pg_sleep(5)")
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "57014" {
+		t.Fatalf("a 5 s statement: %v, want the server's query_canceled (57014)", err)
+	}
+	if !errors.Is(dbError("sleep", err), ErrUnavailable) {
+		t.Errorf("dbError(%v) is not ErrUnavailable", err)
+	}
+	if err := db.QueryRow("SELECT 1").Scan(new(int)); err != nil {
+		t.Errorf("the connection after the timeout: %v", err)
 	}
 }

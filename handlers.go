@@ -18,9 +18,9 @@ import (
 // newServer returns the whole HTTP API: the routes, each with its own
 // middleware, and the middleware every request passes through.
 // version is the build's, as /healthz reports it.
-func newServer(logger *slog.Logger, version string, store *Store, verifier *Verifier, limiter *rateLimiter, cursors cursorCodec, corsOrigins []string) http.Handler {
+func newServer(logger *slog.Logger, version string, store *Store, verifier *Verifier, guards guards, cursors cursorCodec, corsOrigins []string) http.Handler {
 	mux := http.NewServeMux()
-	for _, r := range routes(logger, version, store, verifier, limiter, cursors) {
+	for _, r := range routes(logger, version, store, verifier, guards, cursors) {
 		mux.Handle(r.pattern, r.handler)
 		// The API answers with one trailing slash too, as frontends written
 		// for other backends send it, without a redirect, which would
@@ -50,9 +50,11 @@ type route struct {
 
 // routes is the route table: every pattern taskapi serves, with the
 // middleware of each. openapi.json describes exactly these.
-func routes(logger *slog.Logger, version string, store *Store, verifier *Verifier, limiter *rateLimiter, cursors cursorCodec) []route {
-	authenticate, limit := requireUser(verifier, logger), limitRate(limiter, logger)
-	auth := func(h http.Handler) http.Handler { return authenticate(limit(h)) }
+func routes(logger *slog.Logger, version string, store *Store, verifier *Verifier, guards guards, cursors cursorCodec) []route {
+	authenticate := requireUser(verifier, guards.failedAuth, logger)
+	limitRequests := limitRate(guards.rate, logger)
+	limitDatabase := limitConcurrency(guards.concurrency, logger)
+	auth := func(h http.Handler) http.Handler { return authenticate(limitRequests(limitDatabase(h))) }
 	return []route{
 		{"GET /healthz", handleHealthz(version)},
 		{"GET /readyz", handleReadyz(logger, store)},

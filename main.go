@@ -99,12 +99,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	store := NewStore(db, cfg.QueryTimeout, cfg.TaskQuota)
+	// The server times statements out at DB_QUERY_TIMEOUT (see openDB); the
+	// store's own timeout, a second later, is for a server that stops
+	// answering altogether.
+	store := NewStore(db, cfg.QueryTimeout+time.Second, cfg.TaskQuota)
 	go sweepKeys(ctx, store, logger, 10*time.Minute)
 	verifier := NewVerifier(cfg.verifierConfig(), logger)
 	srv := &http.Server{
 		Handler: newServer(logger, buildVersion(), store, verifier,
-			newRateLimiter(cfg.RateLimit, cfg.RateBurst), newCursorCodec(cursorKey), cfg.CORSOrigins),
+			guards{
+				rate:        newRateLimiter(cfg.RateLimit, cfg.RateBurst),
+				concurrency: newUserGate(cfg.UserConcurrency, time.Second),
+				failedAuth:  newAddrLimiter(cfg.AuthFailureLimit, cfg.AuthFailureBurst, cfg.ClientAddrHeader),
+			}, newCursorCodec(cursorKey), cfg.CORSOrigins),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		// Longer than the slowest honest request: a statement timeout plus
@@ -269,6 +276,13 @@ type config struct {
 	RateLimit float64 // requests a second per user; 0 turns limiting off
 	RateBurst int
 	TaskQuota int // the most tasks one user may have
+	// UserConcurrency is the most requests one user may have at once.
+	UserConcurrency int
+	// AuthFailureLimit is the failed authentications a second each client
+	// address may make, sustained; 0 turns limiting off.
+	AuthFailureLimit float64
+	AuthFailureBurst int
+	ClientAddrHeader string // the header a trusted proxy names the client in
 
 	Secret           []byte
 	AuthURL          string // Better Auth's base URL
@@ -321,6 +335,19 @@ func loadConfig(getenv func(string) string) (config, error) {
 		}
 		return n
 	}
+	// floatVar reads a rate: a number of at least 0, where 0 turns a limit off.
+	floatVar := func(name string, def float64) float64 {
+		v := getenv(name)
+		if v == "" {
+			return def
+		}
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || r < 0 || math.IsInf(r, 0) || math.IsNaN(r) {
+			errs = append(errs, fmt.Errorf("%s must be a number a second of at least 0 (0 turns the limit off), not %q", name, v))
+			return def
+		}
+		return r
+	}
 
 	c := config{
 		Port:            cmp.Or(getenv("PORT"), "8080"),
@@ -340,17 +367,15 @@ func loadConfig(getenv func(string) string) (config, error) {
 		ConnectTimeout:  5 * time.Second,
 		BootTimeout:     durationVar("DB_BOOT_TIMEOUT", 30*time.Second),
 	}
+	c.DB.StatementTimeout = c.QueryTimeout
 	c.DB.MaxIdleConns = intVar("DB_MAX_IDLE_CONNS", c.DB.MaxOpenConns)
 	c.RateBurst = intVar("RATE_LIMIT_BURST", 100)
 	c.TaskQuota = intVar("TASK_QUOTA", 10_000)
-	c.RateLimit = 50
-	if v := getenv("RATE_LIMIT"); v != "" {
-		r, err := strconv.ParseFloat(v, 64)
-		if err != nil || r < 0 || math.IsInf(r, 0) || math.IsNaN(r) {
-			errs = append(errs, fmt.Errorf("RATE_LIMIT must be requests a second per user (0 turns it off), not %q", v))
-		}
-		c.RateLimit = r
-	}
+	c.UserConcurrency = intVar("USER_MAX_CONCURRENT", max(1, c.DB.MaxOpenConns/2))
+	c.AuthFailureLimit = floatVar("AUTH_FAILURE_LIMIT", 5)
+	c.AuthFailureBurst = intVar("AUTH_FAILURE_BURST", 50)
+	c.ClientAddrHeader = getenv("CLIENT_ADDR_HEADER")
+	c.RateLimit = floatVar("RATE_LIMIT", 50)
 	c.DevDB = c.DB.URL == ""
 	c.Host = getenv("HOST")
 	if c.DevDB && c.Host == "" {

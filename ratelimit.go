@@ -1,14 +1,25 @@
-// This file limits how fast each user may call the API: a token bucket per
-// user, and the middleware that answers 429 past it.
+// This file holds the limits that keep one client from slowing everyone
+// down: a token bucket per user, a cap on each user's requests at once, and
+// a token bucket per client address for failed sign-ins; past any of them,
+// 429 with Retry-After.
 
 package main
 
 import (
+	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
 )
+
+// guards are the per-client limits of the API. A nil member limits nothing.
+type guards struct {
+	rate        *rateLimiter // requests a second, per user
+	concurrency *userGate    // requests at once, per user
+	failedAuth  *addrLimiter // failed authentications a second, per client address
+}
 
 // rateLimiter gives each user a token bucket: burst requests at once, then
 // rate a second. It lives in memory, so with several instances each holds
@@ -58,6 +69,23 @@ func (l *rateLimiter) allow(key string) (bool, time.Duration) {
 	return true, 0
 }
 
+// empty reports whether key's bucket holds no token now, without taking
+// one, and how long until it will.
+func (l *rateLimiter) empty(key string) (bool, time.Duration) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[key]
+	if !ok {
+		return false, 0
+	}
+	tokens := min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
+	if tokens >= 1 {
+		return false, 0
+	}
+	return true, time.Duration((1 - tokens) / l.rate * float64(time.Second))
+}
+
 // sweep forgets, once a minute, the buckets that have filled up again: a
 // full bucket is the same as none, so memory stays bounded by the users
 // active in the last minute or so.
@@ -95,5 +123,141 @@ func limitRate(l *rateLimiter, logger *slog.Logger) func(http.Handler) http.Hand
 			}
 			next.ServeHTTP(w, r)
 		})
+	}
+}
+
+// userGate holds each user to at most max requests at once, so that no one
+// user can hold most of the database pool: every request takes one pooled
+// connection for its statement. A request over the limit waits up to wait
+// for one of the user's others to finish (a page that loads its list, stats
+// and account at once only queues), then gets 429.
+type userGate struct {
+	max  int
+	wait time.Duration
+
+	mu    sync.Mutex
+	users map[string]*userSlots
+}
+
+// userSlots are one user's places: a semaphore, and how many requests hold
+// or wait for it, so that the entry goes when none do.
+type userSlots struct {
+	sem  chan struct{}
+	refs int
+}
+
+// newUserGate returns a gate of max requests at once per user, or nil,
+// which limits nothing, when max is 0.
+func newUserGate(max int, wait time.Duration) *userGate {
+	if max <= 0 {
+		return nil
+	}
+	return &userGate{max: max, wait: wait, users: map[string]*userSlots{}}
+}
+
+// enter takes one of the user's places, waiting up to g.wait (or until ctx
+// ends) for one. It returns a function that gives the place back, or false
+// when none came free.
+func (g *userGate) enter(ctx context.Context, userID string) (func(), bool) {
+	g.mu.Lock()
+	s, ok := g.users[userID]
+	if !ok {
+		s = &userSlots{sem: make(chan struct{}, g.max)}
+		g.users[userID] = s
+	}
+	s.refs++
+	g.mu.Unlock()
+	leave := func() {
+		g.mu.Lock()
+		if s.refs--; s.refs == 0 {
+			delete(g.users, userID)
+		}
+		g.mu.Unlock()
+	}
+
+	select {
+	case s.sem <- struct{}{}:
+		return func() { <-s.sem; leave() }, true
+	default:
+	}
+	timer := time.NewTimer(g.wait)
+	defer timer.Stop()
+	select {
+	case s.sem <- struct{}{}:
+		return func() { <-s.sem; leave() }, true
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	leave()
+	return nil, false
+}
+
+// limitConcurrency returns middleware that holds each authenticated user to
+// g. It goes inside requireUser. A nil g limits nothing.
+func limitConcurrency(g *userGate, logger *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		if g == nil {
+			return next
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			done, ok := g.enter(r.Context(), userFrom(r.Context()).ID)
+			if !ok {
+				writeError(w, r, logger, &rateLimitedError{retryAfter: time.Second})
+				return
+			}
+			defer done()
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// addrLimiter counts the failed authentications of each client address in a
+// token bucket: a failure takes a token, and while the bucket is empty the
+// address's requests are refused before any token is checked, so that a
+// flood of bad tokens costs neither signature checks nor log lines. An
+// address is the request's remote address, or, behind a proxy that says
+// who the client is, the header it says it in.
+type addrLimiter struct {
+	buckets *rateLimiter
+	header  string // e.g. Fly-Client-IP; "" uses the remote address
+}
+
+// newAddrLimiter returns a limiter of rate failures a second per address,
+// with bursts of burst, or nil when rate is 0.
+func newAddrLimiter(rate float64, burst int, header string) *addrLimiter {
+	buckets := newRateLimiter(rate, burst)
+	if buckets == nil {
+		return nil
+	}
+	return &addrLimiter{buckets: buckets, header: header}
+}
+
+// addr returns the client address of r.
+func (l *addrLimiter) addr(r *http.Request) string {
+	if l.header != "" {
+		if v := r.Header.Get(l.header); v != "" {
+			return truncate(v, 64)
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// blocked reports whether r's address has no failures left, and for how
+// long.
+func (l *addrLimiter) blocked(r *http.Request) (bool, time.Duration) {
+	if l == nil {
+		return false, 0
+	}
+	return l.buckets.empty(l.addr(r))
+}
+
+// failed takes one of r's address's failures.
+func (l *addrLimiter) failed(r *http.Request) {
+	if l != nil {
+		l.buckets.allow(l.addr(r))
 	}
 }

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"database/sql"
 	"log/slog"
 	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -49,7 +53,7 @@ func TestRateLimitResponses(t *testing.T) {
 	limiter := newRateLimiter(0.5, 2)
 	e := newTestEnvOn(t, db, nil)
 	srv := httptest.NewServer(newServer(logger, "test", NewStore(db, 5*time.Second, testTaskQuota), NewVerifier(VerifierConfig{Secret: testSecret}, logger),
-		limiter, newCursorCodec([]byte("k")), nil))
+		guards{rate: limiter}, newCursorCodec([]byte("k")), nil))
 	t.Cleanup(srv.Close)
 	e.srv = srv
 	alice, bob := e.token("alice"), e.token("bob")
@@ -72,5 +76,107 @@ func TestRateLimitResponses(t *testing.T) {
 	// Health checks and refused tokens do not count against anyone.
 	if res := e.do("GET", "/healthz", "", nil); res.Status != 200 {
 		t.Errorf("healthz: %d", res.Status)
+	}
+}
+
+// TestOneUserCannotStarveAnother has one user hold the database with
+// statements that wait on a row lock, as slow filters would, while another
+// user lists: the second user's requests must not wait for the first's.
+func TestOneUserCannotStarveAnother(t *testing.T) {
+	t.Parallel()
+	db, url := newTestDB(t) // a pool of 4
+	e := newTestEnvOn(t, db, nil)
+	e.srv.Config.Handler = newServer(testLogger(), "test", e.store, e.verifier,
+		guards{concurrency: newUserGate(2, 200*time.Millisecond)}, newCursorCodec([]byte("k")), nil)
+	hog, other := e.token("hog"), e.token("other")
+	task := e.do("POST", "/api/me/tasks", hog, `{"title":"contended"}`).task(t)
+	e.do("POST", "/api/me/tasks", other, `{"title":"mine"}`)
+
+	locker, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close()
+	tx, err := locker.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", task.ID); err != nil {
+		t.Fatal(err)
+	}
+	locked := time.Now()
+	var wg sync.WaitGroup
+	statuses := make(chan int, 6)
+	for range 6 {
+		wg.Go(func() {
+			statuses <- e.do("PATCH", "/api/me/tasks/"+task.ID, hog, `{"title":"waiting"}`).Status
+		})
+	}
+	time.Sleep(100 * time.Millisecond) // the hog's statements are waiting on the lock
+	var latencies []time.Duration
+	for range 40 {
+		start := time.Now()
+		if res := e.do("GET", "/api/me/tasks?limit=5", other, nil); res.Status != 200 {
+			t.Errorf("the other user's list: %d", res.Status)
+		}
+		latencies = append(latencies, time.Since(start))
+	}
+	time.Sleep(time.Second - time.Since(locked)) // past the gate's wait
+	tx.Rollback()
+	wg.Wait()
+	close(statuses)
+	count := map[int]int{}
+	for s := range statuses {
+		count[s]++
+	}
+	slices.Sort(latencies)
+	p50, p99 := latencies[len(latencies)/2], latencies[len(latencies)*99/100]
+	t.Logf("the other user's list while the hog waits: p50 %v, p99 %v; the hog's answers: %v", p50, p99, count)
+	if p99 > time.Second {
+		t.Errorf("the other user's list p99 = %v while one user holds the pool, want well under 1 s", p99)
+	}
+	if count[200] != 2 || count[429] != 4 {
+		t.Errorf("the hog's six updates: %v, want 2 done and 4 refused with 429", count)
+	}
+}
+
+// TestFailedAuthIsLimited checks that a client address that sends bad
+// tokens is soon refused without any checking, while tokens it proved good
+// before still pass, and other addresses are not affected.
+func TestFailedAuthIsLimited(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	e.srv.Config.Handler = newServer(slog.New(slog.NewJSONHandler(e.logs, nil)), "test", e.store, e.verifier,
+		guards{failedAuth: newAddrLimiter(0.5, 5, "Fly-Client-IP")}, newCursorCodec([]byte("k")), nil)
+	good := e.token("good")
+	from := func(addr, token string) response {
+		return e.doWith("GET", "/api/me/tasks", token, map[string]string{"Fly-Client-IP": addr}, "")
+	}
+	if res := from("203.0.113.7", good); res.Status != 200 {
+		t.Fatalf("a good token: %d", res.Status)
+	}
+	bad := "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0." + strings.Repeat("A", 43)
+	for i := range 5 {
+		if res := from("203.0.113.7", bad); res.Status != 401 {
+			t.Errorf("bad token %d: %d, want 401", i+1, res.Status)
+		}
+	}
+	for i := range 20 {
+		res := from("203.0.113.7", bad)
+		if res.Status != 429 || res.Header.Get("Retry-After") == "" {
+			t.Errorf("bad token %d past the limit: %d, want 429 with Retry-After", i+6, res.Status)
+		}
+	}
+	if n := strings.Count(e.logs.String(), `"token rejected"`); n != 5 {
+		t.Errorf("%d token rejections logged, want 5: the refused ones cost no log line", n)
+	}
+	if res := from("203.0.113.7", good); res.Status != 200 {
+		t.Errorf("a token the address proved good before: %d, want 200", res.Status)
+	}
+	if res := from("203.0.113.7", e.token("new")); res.Status != 429 {
+		t.Errorf("a new token from the blocked address: %d, want 429", res.Status)
+	}
+	if res := from("198.51.100.1", e.token("elsewhere")); res.Status != 200 {
+		t.Errorf("another address: %d, want 200", res.Status)
 	}
 }
