@@ -437,12 +437,16 @@ type jwksServer struct {
 	keys    []map[string]string
 	fetches atomic.Int32
 	status  atomic.Int32 // when not 0, answer with this status instead
+	hold    atomic.Value // a chan struct{}: when set, answers wait until it is closed
 }
 
 func newJWKSServer(t testing.TB, keys ...map[string]string) *jwksServer {
 	s := &jwksServer{keys: keys}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.fetches.Add(1)
+		if hold, ok := s.hold.Load().(chan struct{}); ok {
+			<-hold
+		}
 		if code := s.status.Load(); code != 0 {
 			w.WriteHeader(int(code))
 			return

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -51,6 +52,8 @@ type keySet struct {
 	fetchMu     sync.Mutex // one fetch at a time; guards lastAttempt and lastErr
 	lastAttempt time.Time
 	lastErr     error
+
+	refreshing atomic.Bool // a background refresh is under way
 }
 
 func newKeySet(url string, client *http.Client, logger *slog.Logger) *keySet {
@@ -65,32 +68,60 @@ func (ks *keySet) cached(kid string) (publicKey, bool, bool) {
 	return k, ok, ks.now().Sub(ks.fetchedAt) < ks.maxAge
 }
 
-// lookup returns the key for kid, fetching the set when kid is unknown or the
-// set is old, within the refetch limit. It returns ErrKeysUnavailable when it
+// lookup returns the key for kid. A known kid never waits: when the set is
+// older than maxAge, it is refreshed in the background, and the key serves
+// until the refresh has replaced it. An unknown kid waits for a fetch of the
+// set, within the refetch limit. lookup returns ErrKeysUnavailable when it
 // has no such key and its last fetch failed.
 func (ks *keySet) lookup(ctx context.Context, kid string) (publicKey, error) {
-	if k, ok, fresh := ks.cached(kid); ok && fresh {
+	if k, ok, fresh := ks.cached(kid); ok {
+		if !fresh {
+			ks.refreshInBackground()
+		}
 		return k, nil
 	}
 	ks.fetchMu.Lock()
 	defer ks.fetchMu.Unlock()
-	if k, ok, fresh := ks.cached(kid); ok && fresh { // fetched while we waited
+	if k, ok, _ := ks.cached(kid); ok { // fetched while we waited
 		return k, nil
 	}
-	if ks.now().Sub(ks.lastAttempt) >= ks.minRefetch {
-		ks.lastAttempt = ks.now()
-		ks.lastErr = ks.fetch(ctx)
-		if ks.lastErr != nil {
-			ks.logger.Error("fetch JWKS", "url", ks.url, "err", ks.lastErr)
-		}
-	}
+	ks.fetchWithinLimit(ctx)
 	if k, ok, _ := ks.cached(kid); ok {
 		return k, nil
 	}
 	if ks.lastErr != nil {
 		return publicKey{}, fmt.Errorf("%w: %w", ErrKeysUnavailable, ks.lastErr)
 	}
-	return publicKey{}, fmt.Errorf("no key with kid %q in the JWKS", kid)
+	return publicKey{}, fmt.Errorf("no key with kid %q in the JWKS", truncate(kid, 64))
+}
+
+// fetchWithinLimit fetches the set unless the last attempt was less than
+// minRefetch ago. The caller holds fetchMu.
+func (ks *keySet) fetchWithinLimit(ctx context.Context) {
+	if ks.now().Sub(ks.lastAttempt) < ks.minRefetch {
+		return
+	}
+	ks.lastAttempt = ks.now()
+	ks.lastErr = ks.fetch(ctx)
+	if ks.lastErr != nil {
+		ks.logger.Error("fetch JWKS", "url", ks.url, "err", ks.lastErr)
+	}
+}
+
+// refreshInBackground starts a refresh of an old set, unless one is under
+// way. It ends within the client's timeout.
+func (ks *keySet) refreshInBackground() {
+	if !ks.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer ks.refreshing.Store(false)
+		ks.fetchMu.Lock()
+		defer ks.fetchMu.Unlock()
+		if _, _, fresh := ks.cached(""); !fresh {
+			ks.fetchWithinLimit(context.Background())
+		}
+	}()
 }
 
 // fetch replaces the cached keys with the set at ks.url. It is not cut short

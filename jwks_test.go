@@ -53,11 +53,17 @@ func TestJWKSRotationAndRefetchLimit(t *testing.T) {
 	}
 
 	// The old key is withdrawn; once the cached set is an hour old it is
-	// fetched again and the old key stops verifying new tokens.
+	// fetched again, in the background, and then the old key stops
+	// verifying new tokens.
 	jwks.setKeys(next.jwk(t))
 	clock.advance(61 * time.Minute)
-	if s := get(old.sign(t, betterAuthClaimsAt("u", clock.now()))); s != 401 {
-		t.Errorf("withdrawn key: status %d, want 401", s)
+	deadline := time.Now().Add(5 * time.Second)
+	for get(old.sign(t, betterAuthClaimsAt("u", clock.now()))) != 401 {
+		if time.Now().After(deadline) {
+			t.Fatalf("withdrawn key: still accepted 5 s after the set was an hour old (%d fetches)", jwks.fetches.Load())
+		}
+		clock.advance(time.Second) // a new token each time, never one from the cache
+		time.Sleep(10 * time.Millisecond)
 	}
 	if s := get(next.sign(t, betterAuthClaimsAt("u", clock.now()))); s != 200 {
 		t.Errorf("current key: status %d, want 200", s)
@@ -166,5 +172,39 @@ func TestParseJWK(t *testing.T) {
 		if _, err := j.publicKey(); (err == nil) != tc.ok {
 			t.Errorf("%s: err = %v, want ok=%v", tc.name, err, tc.ok)
 		}
+	}
+}
+
+// TestJWKSRefreshNeverBlocksKnownKid checks that a token whose kid is known
+// is answered while the refresh of an old key set hangs.
+func TestJWKSRefreshNeverBlocksKnownKid(t *testing.T) {
+	t.Parallel()
+	ed := newEd25519Key(t, "ed-1")
+	jwks := newJWKSServer(t, ed.jwk(t))
+	e := newTestEnv(t, jwksConfig(jwks.URL))
+	clock := newFakeClock()
+	e.useClock(clock)
+	if s := e.do("GET", "/api/me/tasks", ed.sign(t, betterAuthClaimsAt("u", clock.now())), nil).Status; s != 200 {
+		t.Fatalf("first token: %d", s)
+	}
+	hold := make(chan struct{})
+	jwks.hold.Store(hold)
+	defer close(hold)
+	clock.advance(2 * time.Hour) // the set is old: the next lookup refreshes it
+	for i := range 5 {
+		clock.advance(time.Second)
+		done := make(chan int, 1)
+		go func() { done <- e.do("GET", "/api/me/tasks", ed.sign(t, betterAuthClaimsAt("u", clock.now())), nil).Status }()
+		select {
+		case s := <-done:
+			if s != 200 {
+				t.Errorf("token %d with a known kid during the refresh: %d, want 200", i, s)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("token %d with a known kid waited for the hanging refresh", i)
+		}
+	}
+	if n := jwks.fetches.Load(); n != 2 {
+		t.Errorf("%d fetches, want the first and one refresh", n)
 	}
 }
