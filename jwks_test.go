@@ -194,7 +194,9 @@ func TestJWKSRefreshNeverBlocksKnownKid(t *testing.T) {
 	for i := range 5 {
 		clock.advance(time.Second)
 		done := make(chan int, 1)
-		go func() { done <- e.do("GET", "/api/me/tasks", ed.sign(t, betterAuthClaimsAt("u", clock.now())), nil).Status }()
+		go func() {
+			done <- e.do("GET", "/api/me/tasks", ed.sign(t, betterAuthClaimsAt("u", clock.now())), nil).Status
+		}()
 		select {
 		case s := <-done:
 			if s != 200 {
