@@ -97,6 +97,9 @@ func handleOpenAPI() http.Handler {
 	})
 }
 
+// errDraining is the answer of /readyz while the instance shuts down.
+var errDraining = errors.New("draining")
+
 // handleReadyz answers 200 when the database answers within a second, and
 // 503 otherwise, so that a load balancer sends traffic elsewhere.
 func handleReadyz(logger *slog.Logger, store *Store) http.Handler {

@@ -27,6 +27,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -105,27 +106,37 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	store := NewStore(db, cfg.QueryTimeout+time.Second, cfg.TaskQuota)
 	go sweepKeys(ctx, store, logger, 10*time.Minute)
 	verifier := NewVerifier(cfg.verifierConfig(), logger)
+	var draining atomic.Bool // set at SIGTERM: /readyz says 503
 	srv := &http.Server{
-		Handler: newServer(logger, buildVersion(), store, verifier,
+		Handler: drainReadiness(newServer(logger, buildVersion(), store, verifier,
 			guards{
 				rate:        newRateLimiter(cfg.RateLimit, cfg.RateBurst),
 				concurrency: newUserGate(cfg.UserConcurrency, time.Second),
 				failedAuth:  newAddrLimiter(cfg.AuthFailureLimit, cfg.AuthFailureBurst, cfg.ClientAddrHeader),
-			}, newCursorCodec(cursorKey), cfg.CORSOrigins),
+			}, newCursorCodec(cursorKey), cfg.CORSOrigins), &draining, logger),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		// Longer than the slowest honest request: a statement timeout plus
 		// a JWKS fetch.
-		WriteTimeout:   cfg.QueryTimeout + 15*time.Second,
-		IdleTimeout:    2 * time.Minute,
+		WriteTimeout: cfg.QueryTimeout + 15*time.Second,
+		// Just over the 60 s after which Fly.io's proxy drops an idle
+		// connection, so that the proxy, not taskapi, ends an idle one
+		// (no request is ever sent on a connection being closed), and
+		// clients that hoard idle connections are let go within a minute.
+		IdleTimeout:    65 * time.Second,
 		MaxHeaderBytes: 1 << 20, // larger headers are cut off with 431
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, cfg.Port))
+	tcp, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, cfg.Port))
 	if err != nil {
 		return err
 	}
-	logger.Info("listening", "addr", ln.Addr().String(), "version", buildVersion())
+	openFiles := raiseOpenFileLimit()
+	maxConns := cmp.Or(cfg.MaxConns, maxConnsFor(openFiles))
+	ln := newConnLimiter(tcp, maxConns)
+	srv.ConnState = ln.track
+	logger.Info("listening", "addr", ln.Addr().String(), "version", buildVersion(),
+		"max_connections", maxConns, "open_file_limit", openFiles)
 	if usingDevSecret {
 		token, err := mintToken(cfg.Secret, User{ID: "dev-user", Email: "dev@example.com"}, cfg.Issuer, cfg.Audience, 24*time.Hour)
 		if err != nil {
@@ -143,6 +154,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	case <-ctx.Done():
 	}
+	// First drain: /readyz turns 503 at once, so that load balancers stop
+	// sending requests here, while the requests that still come are
+	// served, each answered with Connection: close.
+	draining.Store(true)
+	logger.Info("draining", "for", cfg.DrainTimeout.String())
+	time.Sleep(cfg.DrainTimeout)
 	logger.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
 	// ctx is already cancelled: shutdown gets a deadline of its own, shorter
 	// than the platform's kill timeout, to let in-flight requests finish.
@@ -271,7 +288,9 @@ type config struct {
 	LogLevel    slog.Level
 
 	QueryTimeout    time.Duration
+	DrainTimeout    time.Duration // how long /readyz says 503 before shutdown begins
 	ShutdownTimeout time.Duration
+	MaxConns        int // the most open HTTP connections; 0 derives it from the open-file limit
 
 	RateLimit float64 // requests a second per user; 0 turns limiting off
 	RateBurst int
@@ -371,12 +390,24 @@ func loadConfig(getenv func(string) string) (config, error) {
 	c.DB.MaxIdleConns = intVar("DB_MAX_IDLE_CONNS", c.DB.MaxOpenConns)
 	c.RateBurst = intVar("RATE_LIMIT_BURST", 100)
 	c.TaskQuota = intVar("TASK_QUOTA", 10_000)
+	c.MaxConns = intVar("HTTP_MAX_CONNS", 0)
 	c.UserConcurrency = intVar("USER_MAX_CONCURRENT", max(1, c.DB.MaxOpenConns/2))
 	c.AuthFailureLimit = floatVar("AUTH_FAILURE_LIMIT", 5)
 	c.AuthFailureBurst = intVar("AUTH_FAILURE_BURST", 50)
 	c.ClientAddrHeader = getenv("CLIENT_ADDR_HEADER")
 	c.RateLimit = floatVar("RATE_LIMIT", 50)
 	c.DevDB = c.DB.URL == ""
+	c.DrainTimeout = 5 * time.Second
+	if c.DevDB {
+		c.DrainTimeout = 0 // nobody balances load onto a development server
+	}
+	if v := getenv("SHUTDOWN_DRAIN"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			errs = append(errs, fmt.Errorf("SHUTDOWN_DRAIN must be a duration such as 5s, or 0, not %q", v))
+		}
+		c.DrainTimeout = max(d, 0)
+	}
 	c.Host = getenv("HOST")
 	if c.DevDB && c.Host == "" {
 		c.Host = "127.0.0.1" // the development secret is no protection on a network

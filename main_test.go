@@ -22,6 +22,9 @@ import (
 // address it listens on and its output.
 func startRun(t *testing.T, env map[string]string) (addr string, stdout, stderr *syncBuffer, stop func() error) {
 	t.Helper()
+	if _, ok := env["SHUTDOWN_DRAIN"]; !ok {
+		env["SHUTDOWN_DRAIN"] = "0" // stop at once, unless the test is about draining
+	}
 	stdout, stderr = &syncBuffer{}, &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	var runErr error

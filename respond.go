@@ -120,6 +120,7 @@ var errorAnswers = []struct {
 	{errTooLarge, answer{status: 413, detail: errTooLarge.Error()}},
 	{ErrRejected, answer{status: 422, detail: "A value is not acceptable to the database.",
 		logLevel: slog.LevelWarn, logMessage: "database rejected a validated value"}},
+	{errDraining, answer{status: 503, detail: "This instance is shutting down; send requests to another.", retryAfter: time.Second}},
 	{ErrUnavailable, answerUnavailable},
 	{ErrKeysUnavailable, answerUnavailable},
 }

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestConnectionLimit checks that a server behind connLimiter never has
+// more connections open than its limit: at the limit an idle connection
+// makes room for a new client, and with none idle the new client waits for
+// a request to finish, then is served.
+func TestConnectionLimit(t *testing.T) {
+	t.Parallel()
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := newConnLimiter(tcp, 3)
+	var (
+		mu         sync.Mutex
+		open, most int
+	)
+	release := make(chan struct{})
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/slow" {
+				<-release
+			}
+			io.WriteString(w, "ok")
+		}),
+		ConnState: func(c net.Conn, s http.ConnState) {
+			ln.track(c, s)
+			mu.Lock()
+			defer mu.Unlock()
+			switch s {
+			case http.StateNew:
+				open++
+				most = max(most, open)
+			case http.StateClosed, http.StateHijacked:
+				open--
+			}
+		},
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	url := "http://" + ln.Addr().String()
+	// Each client has a connection of its own, kept alive.
+	get := func(path string) error {
+		c := &http.Client{Transport: &http.Transport{}}
+		res, err := c.Get(url + path)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, res.Body)
+		return res.Body.Close()
+	}
+
+	for i := range 6 { // twice the limit of idle keep-alive connections
+		if err := get("/"); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
+	}
+
+	// Three requests in flight hold every place: a fourth client waits.
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() { get("/slow") })
+	}
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return open == 3 && len(ln.idle) == 0 })
+	fourth := make(chan error, 1)
+	go func() { fourth <- get("/") }()
+	select {
+	case err := <-fourth:
+		t.Fatalf("a fourth client was served while three requests held every place (%v)", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	wg.Wait()
+	if err := <-fourth; err != nil {
+		t.Errorf("the fourth client, once a place was free: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if most > 3 {
+		t.Errorf("%d connections were open at once, want at most 3", most)
+	}
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting")
+		}
+	}
+}
+
+func TestMaxConnsFor(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		files uint64
+		want  int
+	}{{0, 10_000}, {256, 128}, {1024, 768}, {65536, 20_000}} {
+		if got := maxConnsFor(c.files); got != c.want {
+			t.Errorf("maxConnsFor(%d) = %d, want %d", c.files, got, c.want)
+		}
+	}
+}
