@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	_ "embed"
 	"encoding/json"
 	"fmt"
@@ -10,12 +11,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -546,4 +550,180 @@ func TestDevelopmentServerOfAnotherTaskapi(t *testing.T) {
 		t.Error("the other taskapi's server was stopped")
 	case <-time.After(500 * time.Millisecond):
 	}
+}
+
+// TestRollingRestartDropsNothing runs two taskapi processes behind a small
+// health-checked reverse proxy, as a platform would, and restarts one, then
+// the other, under a steady load of creates and lists: no request may fail,
+// and every create that was answered 201 must be stored.
+func TestRollingRestartDropsNothing(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "taskapi")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	dbURL := newEmptyTestDB(t)
+
+	// start runs one instance and returns its process and address.
+	start := func() (*exec.Cmd, string) {
+		t.Helper()
+		cmd := exec.Command(bin)
+		cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "BETTER_AUTH_SECRET="+string(testSecret),
+			"HOST=127.0.0.1", "PORT=0", "SHUTDOWN_DRAIN=1s", "SHUTDOWN_TIMEOUT=5s", "RATE_LIMIT=0")
+		logs := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = logs, logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		var addr string
+		waitFor(t, func() bool { addr = listeningAddr(logs); return addr != "" })
+		return cmd, addr
+	}
+
+	// The proxy sends each request to a backend whose /readyz said 200 at
+	// the last check, every 50 ms, taking turns.
+	type backend struct {
+		addr    atomic.Value // string
+		healthy atomic.Bool
+	}
+	backends := [2]*backend{{}, {}}
+	var cmds [2]*exec.Cmd
+	for i := range backends {
+		var addr string
+		cmds[i], addr = start()
+		backends[i].addr.Store(addr)
+	}
+	checker := &http.Client{Timeout: 2 * time.Second}
+	stopChecks := make(chan struct{})
+	var checks sync.WaitGroup
+	checks.Go(func() {
+		for {
+			for _, b := range backends {
+				res, err := checker.Get("http://" + b.addr.Load().(string) + "/readyz")
+				b.healthy.Store(err == nil && res.StatusCode == 200)
+				if err == nil {
+					res.Body.Close()
+				}
+			}
+			select {
+			case <-stopChecks:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+	defer func() { close(stopChecks); checks.Wait() }()
+	var turn atomic.Uint32
+	proxy := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			first := turn.Add(1)
+			for i := range uint32(2) {
+				b := backends[(first+i)%2]
+				if b.healthy.Load() {
+					r.SetURL(&url.URL{Scheme: "http", Host: b.addr.Load().(string)})
+					return
+				}
+			}
+			r.SetURL(&url.URL{Scheme: "http", Host: "127.0.0.1:1"}) // none: the request fails
+		},
+	})
+	t.Cleanup(proxy.Close)
+	waitFor(t, func() bool { return backends[0].healthy.Load() && backends[1].healthy.Load() })
+
+	// The load: creates and lists, each answer checked.
+	tok := mintTestToken(t, "rolling")
+	var (
+		mu       sync.Mutex
+		created  []string
+		failures []string
+	)
+	stopLoad := make(chan struct{})
+	var load sync.WaitGroup
+	for w := range 4 {
+		load.Go(func() {
+			client := &http.Client{Timeout: 10 * time.Second}
+			for i := 0; ; i++ {
+				select {
+				case <-stopLoad:
+					return
+				default:
+				}
+				method, path, body := "POST", "/api/me/tasks", fmt.Sprintf(`{"title":"w%d-%d"}`, w, i)
+				if i%2 == 1 {
+					method, path, body = "GET", "/api/me/tasks?limit=5", ""
+				}
+				req, _ := http.NewRequest(method, proxy.URL+path, strings.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+tok)
+				res, err := client.Do(req)
+				if err != nil {
+					mu.Lock()
+					failures = append(failures, fmt.Sprintf("%s %s: %v", method, path, err))
+					mu.Unlock()
+					continue
+				}
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				mu.Lock()
+				switch {
+				case method == "POST" && res.StatusCode == 201:
+					var task Task
+					json.Unmarshal(b, &task)
+					created = append(created, task.ID)
+				case res.StatusCode != 200 && res.StatusCode != 201:
+					failures = append(failures, fmt.Sprintf("%s %s: %d %s", method, path, res.StatusCode, b))
+				}
+				mu.Unlock()
+			}
+		})
+	}
+
+	// Restart each instance in turn, as a deploy does.
+	for i := range cmds {
+		time.Sleep(300 * time.Millisecond)
+		cmds[i].Process.Signal(syscall.SIGTERM)
+		if err := cmds[i].Wait(); err != nil {
+			t.Errorf("instance %d exited with %v", i, err)
+		}
+		var addr string
+		cmds[i], addr = start()
+		backends[i].addr.Store(addr)
+		waitFor(t, func() bool { return backends[i].healthy.Load() })
+	}
+	time.Sleep(300 * time.Millisecond)
+	close(stopLoad)
+	load.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("%d creates acknowledged during two restarts; %d failed requests", len(created), len(failures))
+	for _, f := range failures[:min(len(failures), 10)] {
+		t.Errorf("failed: %s", f)
+	}
+	if len(created) < 20 {
+		t.Errorf("only %d creates went through: the load did not run", len(created))
+	}
+	db, err := sql.Open("pgx", dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var stored int
+	if err := db.QueryRow(`SELECT count(*) FROM tasks WHERE id = ANY ($1::uuid[])`, created).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored != len(created) {
+		t.Errorf("%d of %d acknowledged creates are stored", stored, len(created))
+	}
+}
+
+// mintTestToken returns an HS256 token for userID signed with testSecret.
+func mintTestToken(t *testing.T, userID string) string {
+	t.Helper()
+	tok, err := mintToken(testSecret, User{ID: userID}, "", "", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
