@@ -108,3 +108,40 @@ CREATE INDEX IF NOT EXISTS idempotency_keys_task_idx ON idempotency_keys (task_i
 -- The tag filter (tags @> ...) finds its rows through this index instead of
 -- reading every task of the user.
 CREATE INDEX IF NOT EXISTS tasks_tags_idx ON tasks USING gin (tags);
+
+-- task_changes is the history of every user's changes, for live updates
+-- (GET /api/{user_id}/events) and polling (GET /api/{user_id}/changes). Each
+-- row is written by the statement that makes the change, which also sends
+-- pg_notify('taskapi_changes', '<user_id>:<position>'). A task event keeps the
+-- task as the change left it (the task columns), a deletion its id or ids.
+-- Positions come from one sequence, so they only increase; the writes of one
+-- user are serialized (see serializeUserCTE), so that they also commit in the
+-- order of their positions. There is no foreign key to users: account.deleted
+-- outlives the account. Rows older than the retention are swept (sweepChanges),
+-- and task_changes_horizon remembers the highest position swept, so that a
+-- client asking for older ones is told to reload.
+CREATE SEQUENCE IF NOT EXISTS task_changes_position_seq;
+CREATE TABLE IF NOT EXISTS task_changes (
+    position    bigint      PRIMARY KEY DEFAULT nextval('task_changes_position_seq'),
+    user_id     text        NOT NULL,
+    event       text        NOT NULL CHECK (event IN ('task.created', 'task.updated', 'task.deleted', 'tasks.deleted', 'account.deleted')),
+    id          uuid,
+    ids         uuid[],
+    title       text,
+    description text,
+    completed   boolean,
+    priority    text,
+    due_date    timestamptz,
+    tags        text[],
+    created_at  timestamptz,
+    updated_at  timestamptz,
+    version     bigint,
+    changed_at  timestamptz NOT NULL DEFAULT now()
+);
+ALTER SEQUENCE task_changes_position_seq OWNED BY task_changes.position;
+CREATE INDEX IF NOT EXISTS task_changes_user_idx ON task_changes (user_id, position);
+CREATE INDEX IF NOT EXISTS task_changes_changed_idx ON task_changes (changed_at);
+CREATE TABLE IF NOT EXISTS task_changes_horizon (
+    one           boolean PRIMARY KEY DEFAULT true CHECK (one),
+    swept_through bigint  NOT NULL
+);

@@ -143,10 +143,12 @@ const underQuotaSQL = `(SELECT count(*) FROM (SELECT 1 FROM tasks WHERE user_id 
 
 // createTaskSQL creates a task ($4 to $9) for the user, unless they have
 // $10 tasks already: then it returns no row.
-const createTaskSQL = upsertUserCTE + `INSERT INTO tasks (user_id, title, description, completed, priority, due_date, tags)
-SELECT $1, $4, $5, $6, $7, $8, $9
+const createTaskSQL = upsertUserCTE + ", " + serializeUserCTE + `, t AS (
+INSERT INTO tasks (user_id, title, description, completed, priority, due_date, tags)
+SELECT $1, $4, $5, $6, $7, $8, $9 FROM serialize
  WHERE ` + underQuotaSQL + `
-RETURNING ` + taskColumns
+RETURNING ` + taskColumns + `
+)` + recordCreatedCTE + returnTaskSQL
 
 // createTaskOnceSQL is createTaskSQL under an idempotency key ($11). It
 // claims the key, with the request's hash ($13), and creates the task ($12
@@ -155,18 +157,19 @@ RETURNING ` + taskColumns
 // with one key serialize on the key's primary key: the second waits for the
 // first and then finds the key claimed. A key older than 24 hours is claimed
 // afresh; sweepKeys deletes such keys for every user.
-const createTaskOnceSQL = upsertUserCTE + `, claim AS (
+const createTaskOnceSQL = upsertUserCTE + ", " + serializeUserCTE + `, claim AS (
     INSERT INTO idempotency_keys (user_id, key, task_id, request_hash)
-    SELECT $1, $11, $12, $13
+    SELECT $1, $11, $12, $13 FROM serialize
      WHERE ` + underQuotaSQL + `
     ON CONFLICT (user_id, key) DO UPDATE
        SET task_id = EXCLUDED.task_id, request_hash = EXCLUDED.request_hash, created_at = now()
      WHERE idempotency_keys.created_at < now() - interval '24 hours'
     RETURNING task_id
-)
+), t AS (
 INSERT INTO tasks (id, user_id, title, description, completed, priority, due_date, tags)
 SELECT task_id, $1, $4, $5, $6, $7, $8, $9 FROM claim
-RETURNING ` + taskColumns
+RETURNING ` + taskColumns + `
+)` + recordCreatedCTE + returnTaskSQL
 
 // idempotencyKeySQL reads a key claimed within the last 24 hours.
 const idempotencyKeySQL = `SELECT task_id, request_hash, created_at FROM idempotency_keys
@@ -183,7 +186,8 @@ const getTaskSQL = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1 AND user
 // explicit "set" flag so that NULL can also mean "clear it". $13 holds the
 // versions an If-Match header accepts (NULL: any), checked in the same
 // statement as the write, so nothing can change in between.
-const updateTaskSQL = upsertUserCTE + `UPDATE tasks SET
+const updateTaskSQL = upsertUserCTE + ", " + serializeUserCTE + `, t AS (
+UPDATE tasks SET
     title       = coalesce($5, title),
     description = CASE WHEN $6::boolean THEN $7::text ELSE description END,
     completed   = coalesce($8, completed),
@@ -192,33 +196,45 @@ const updateTaskSQL = upsertUserCTE + `UPDATE tasks SET
     tags        = coalesce($12, tags),
     updated_at  = now(),
     version     = version + 1
+  FROM serialize
 WHERE id = $4 AND user_id = $1 AND ($13::bigint[] IS NULL OR version = ANY ($13))
-RETURNING ` + taskColumns
+RETURNING ` + taskColumns + `
+)` + recordUpdatedCTE + returnTaskSQL
 
 // completeTaskSQL sets completed to $5, or toggles it when $5 is NULL.
-const completeTaskSQL = upsertUserCTE + `UPDATE tasks SET
+const completeTaskSQL = upsertUserCTE + ", " + serializeUserCTE + `, t AS (
+UPDATE tasks SET
     completed  = coalesce($5::boolean, NOT completed),
     updated_at = now(),
     version    = version + 1
+  FROM serialize
 WHERE id = $4 AND user_id = $1 AND ($6::bigint[] IS NULL OR version = ANY ($6))
-RETURNING ` + taskColumns
+RETURNING ` + taskColumns + `
+)` + recordUpdatedCTE + returnTaskSQL
 
 // forgetRequestsCTE clears the request hash of the idempotency keys that
 // created the tasks in "deleted", in the statement that deletes them: a key
 // keeps nothing of a deleted task, and a retry with it is told the task is
-// gone rather than creating it again.
+// gone rather than creating it again. The statement answers the number of
+// tasks deleted, once the change (c) is recorded and notified (n).
 const forgetRequestsCTE = `, forget AS (
     UPDATE idempotency_keys SET request_hash = NULL
      WHERE (user_id, task_id) IN (SELECT user_id, id FROM deleted) AND request_hash IS NOT NULL
-)
-SELECT count(*) FROM deleted`
+)` + notifyCTE + `
+SELECT count(*) FROM deleted, (SELECT count(*) FROM n) AS notified`
 
-const deleteTaskSQL = `WITH deleted AS (
-    DELETE FROM tasks WHERE id = $1 AND user_id = $2 AND ($3::bigint[] IS NULL OR version = ANY ($3)) RETURNING user_id, id
+// deleteTaskSQL's user is $2: its serialize CTE is serializeUserCTE's, on $2.
+const deleteTaskSQL = `WITH serialize AS (SELECT pg_advisory_xact_lock(` + serializeLockSpace + `, hashtext($2::text))), deleted AS (
+    DELETE FROM tasks USING serialize WHERE id = $1 AND user_id = $2 AND ($3::bigint[] IS NULL OR version = ANY ($3)) RETURNING user_id, id
+), c AS (
+    INSERT INTO task_changes (user_id, event, id) SELECT user_id, 'task.deleted', id FROM deleted RETURNING user_id, position
 )` + forgetRequestsCTE
 
-const deleteCompletedSQL = `WITH deleted AS (
-    DELETE FROM tasks WHERE user_id = $1 AND completed RETURNING user_id, id
+const deleteCompletedSQL = `WITH ` + serializeUserCTE + `, deleted AS (
+    DELETE FROM tasks USING serialize WHERE user_id = $1 AND completed RETURNING user_id, id
+), c AS (
+    INSERT INTO task_changes (user_id, event, ids)
+    SELECT $1, 'tasks.deleted', array_agg(id ORDER BY id) FROM deleted HAVING count(*) > 0 RETURNING user_id, position
 )` + forgetRequestsCTE
 
 // statsSQL counts in one pass over the user's tasks.
@@ -233,8 +249,17 @@ const accountSQL = `SELECT u.email, u.name, u.created_at, s.total, s.completed, 
   LEFT JOIN users u ON u.id = $1`
 
 // deleteAccountSQL erases the user; their tasks and keys go with them
-// (ON DELETE CASCADE), in the statement's one transaction.
-const deleteAccountSQL = `DELETE FROM users WHERE id = $1`
+// (ON DELETE CASCADE), in the statement's one transaction, and so does their
+// history of changes, but for one account.deleted, which tells their open
+// streams.
+const deleteAccountSQL = `WITH ` + serializeUserCTE + `, gone AS (
+    DELETE FROM users USING serialize WHERE id = $1 RETURNING id
+), history AS (
+    DELETE FROM task_changes WHERE user_id = $1
+), c AS (
+    INSERT INTO task_changes (user_id, event) SELECT id, 'account.deleted' FROM gone RETURNING user_id, position
+)` + notifyCTE + `
+SELECT count(*) FROM n`
 
 // Store reads and writes tasks. Every method is scoped by the user it is
 // given: a task of another user is indistinguishable from no task at all.

@@ -8,7 +8,13 @@ WITH upsert_user AS (
      WHERE (EXCLUDED.email IS NOT NULL AND EXCLUDED.email IS DISTINCT FROM users.email)
         OR (EXCLUDED.name IS NOT NULL AND EXCLUDED.name IS DISTINCT FROM users.name)
 )
+, serialize AS (SELECT pg_advisory_xact_lock(1952543595, hashtext(:u::text))), t AS (
 INSERT INTO tasks (user_id, title, description, completed, priority, due_date, tags)
-SELECT :u, 'bench task', NULL, false, 'high', NULL, '{load}'
+SELECT :u, 'bench task', NULL, false, 'high', NULL, '{load}' FROM serialize
  WHERE (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE user_id = :u LIMIT 10000) AS mine) < 10000
-RETURNING id, title, description, completed, priority, due_date, tags, created_at, updated_at, version;
+RETURNING id, title, description, completed, priority, due_date, tags, created_at, updated_at, version
+), c AS (
+    INSERT INTO task_changes (user_id, event, id, title, description, completed, priority, due_date, tags, created_at, updated_at, version)
+    SELECT :u, 'task.created', id, title, description, completed, priority, due_date, tags, created_at, updated_at, version FROM t RETURNING user_id, position
+), n AS (SELECT pg_notify('taskapi_changes', user_id || ':' || position) FROM c)
+SELECT id, title, description, completed, priority, due_date, tags, created_at, updated_at, version FROM t, (SELECT count(*) FROM n) AS notified;

@@ -1,0 +1,246 @@
+// This file is the history of changes: the statement fragments with which
+// every write records its change and notifies the listeners, the Store
+// methods that read and sweep the history, and the JSON of a change.
+
+package main
+
+import (
+	"context"
+	"database/sql"
+	"strconv"
+	"time"
+)
+
+// changesChannel is the channel every write notifies, with the payload
+// "<user_id>:<position>": small, far below pg_notify's 8000 bytes whatever
+// the task. Listeners read the change itself from task_changes.
+const changesChannel = "taskapi_changes"
+
+// serializeLockSpace is the first key of the advisory locks that serialize
+// each user's writes (the second is a hash of the user id).
+const serializeLockSpace = "1952543595"
+
+// serializeUserCTE takes a transaction-scoped advisory lock for the user $1
+// before the statement touches any row: every write CTE reads "serialize"
+// first. A user's writes then take their positions in task_changes one after
+// the other and commit in that order, so that a reader who has seen position
+// p of a user will never see a smaller one of that user commit later. Two
+// users whose ids hash alike merely wait for each other.
+const serializeUserCTE = `serialize AS (SELECT pg_advisory_xact_lock(` + serializeLockSpace + `, hashtext($1::text)))`
+
+// notifyCTE sends the notification of every change recorded by the CTE c
+// (which returns user_id and position). pg_notify is only sent at commit. A
+// CTE that is not data-modifying runs only when read, so the statement's
+// final SELECT reads n.
+const notifyCTE = `, n AS (SELECT pg_notify('` + changesChannel + `', user_id || ':' || position) FROM c)`
+
+// recordCreatedCTE and recordUpdatedCTE record the task that the CTE t
+// returns (taskColumns) as a change of the user $1, and notify it.
+const (
+	recordCreatedCTE = `, c AS (
+    INSERT INTO task_changes (user_id, event, ` + taskColumns + `)
+    SELECT $1, 'task.created', ` + taskColumns + ` FROM t RETURNING user_id, position
+)` + notifyCTE
+	recordUpdatedCTE = `, c AS (
+    INSERT INTO task_changes (user_id, event, ` + taskColumns + `)
+    SELECT $1, 'task.updated', ` + taskColumns + ` FROM t RETURNING user_id, position
+)` + notifyCTE
+)
+
+// returnTaskSQL ends a statement that writes one task (t) and records it:
+// it returns the task once the notification has been sent.
+const returnTaskSQL = `
+SELECT ` + taskColumns + ` FROM t, (SELECT count(*) FROM n) AS notified`
+
+// changesSQL reads up to $3 changes of the user $1 after position $2. The
+// task columns of a deletion are NULL; coalesce lets taskScanner read them.
+const changesSQL = `SELECT position, event, coalesce(ids::text[], '{}'),
+       coalesce(id::text, ''), coalesce(title, ''), description, coalesce(completed, false), coalesce(priority, ''), due_date,
+       coalesce(tags, '{}'), coalesce(created_at, changed_at), coalesce(updated_at, changed_at), coalesce(version, 0)
+  FROM task_changes WHERE user_id = $1 AND position > $2 ORDER BY position LIMIT $3`
+
+// changesBoundsSQL reads what bounds a resumable position: the highest
+// position swept, and the highest ever taken, for every user.
+const changesBoundsSQL = `SELECT coalesce((SELECT swept_through FROM task_changes_horizon), 0),
+       (SELECT last_value FROM task_changes_position_seq)`
+
+// lastPositionSQL reads the user's latest position: where a new stream starts.
+const lastPositionSQL = `SELECT coalesce(max(position), 0) FROM task_changes WHERE user_id = $1`
+
+// sweepChangesSQL deletes up to $1 changes older than $2 seconds, of every
+// user, and records the highest position deleted.
+const sweepChangesSQL = `WITH swept AS (
+    DELETE FROM task_changes WHERE position = ANY (ARRAY(
+        SELECT position FROM task_changes WHERE changed_at < now() - make_interval(secs => $2) ORDER BY position LIMIT $1))
+    RETURNING position
+), horizon AS (
+    INSERT INTO task_changes_horizon (one, swept_through) SELECT true, max(position) FROM swept HAVING count(*) > 0
+    ON CONFLICT (one) DO UPDATE SET swept_through = greatest(task_changes_horizon.swept_through, EXCLUDED.swept_through)
+)
+SELECT count(*) FROM swept`
+
+// Change events.
+const (
+	eventTaskCreated    = "task.created"
+	eventTaskUpdated    = "task.updated"
+	eventTaskDeleted    = "task.deleted"
+	eventTasksDeleted   = "tasks.deleted"
+	eventAccountDeleted = "account.deleted"
+)
+
+// Change is one entry of a user's history: the task as a create or update
+// left it, the id of a deleted task, or the ids of the completed tasks
+// deleted at once.
+type Change struct {
+	Position int64
+	Event    string
+	Task     Task     // task.created, task.updated
+	ID       string   // task.deleted
+	IDs      []string // tasks.deleted
+}
+
+// Changes returns up to limit changes of the user after position since, in
+// order. reload is true when since cannot be resumed from: changes after it
+// may have been swept, or it is not a position this database gave out.
+func (s *Store) Changes(ctx context.Context, userID string, since int64, limit int) (changes []Change, reload bool, err error) {
+	ctx, cancel := s.statementContext(ctx)
+	defer cancel()
+	var swept, last int64
+	if err := s.db.QueryRowContext(ctx, changesBoundsSQL).Scan(&swept, &last); err != nil {
+		return nil, false, dbError("read changes", err)
+	}
+	if since < swept || since > last {
+		return nil, true, nil
+	}
+	changes, err = s.changesAfter(ctx, userID, since, limit)
+	return changes, false, err
+}
+
+// changesAfter reads up to limit changes of the user after since.
+func (s *Store) changesAfter(ctx context.Context, userID string, since int64, limit int) ([]Change, error) {
+	rows, err := s.db.QueryContext(ctx, changesSQL, userID, since, limit)
+	if err != nil {
+		return nil, dbError("read changes", err)
+	}
+	defer rows.Close()
+	ts := newTaskScanner(userID)
+	changes := []Change{}
+	for rows.Next() {
+		var (
+			c   Change
+			ids textArray
+		)
+		task, err := ts.scan(changeRow{rows, []any{&c.Position, &c.Event, &ids}})
+		if err != nil {
+			return nil, dbError("read changes", err)
+		}
+		switch c.Event {
+		case eventTaskCreated, eventTaskUpdated:
+			c.Task = task
+		case eventTaskDeleted:
+			c.ID = task.ID
+		case eventTasksDeleted:
+			c.IDs = ids
+		}
+		changes = append(changes, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, dbError("read changes", err)
+	}
+	return changes, nil
+}
+
+// changeRow reads a row of changesSQL: the change's own columns into
+// extra, then the task columns into what taskScanner gives.
+type changeRow struct {
+	rows  *sql.Rows
+	extra []any
+}
+
+func (r changeRow) Scan(dest ...any) error {
+	return r.rows.Scan(append(r.extra, dest...)...)
+}
+
+// LastPosition returns the user's latest position, or 0.
+func (s *Store) LastPosition(ctx context.Context, userID string) (int64, error) {
+	ctx, cancel := s.statementContext(ctx)
+	defer cancel()
+	var p int64
+	if err := s.db.QueryRowContext(ctx, lastPositionSQL, userID).Scan(&p); err != nil {
+		return 0, dbError("read last position", err)
+	}
+	return p, nil
+}
+
+// SweepChanges deletes the changes older than retention, of every user, in
+// batches, and says how many it deleted.
+func (s *Store) SweepChanges(ctx context.Context, retention time.Duration) (int64, error) {
+	const batch = 10_000
+	var total int64
+	for {
+		sctx, cancel := s.statementContext(ctx)
+		var n int64
+		err := s.db.QueryRowContext(sctx, sweepChangesSQL, batch, retention.Seconds()).Scan(&n)
+		cancel()
+		if err != nil {
+			return total, dbError("sweep changes", err)
+		}
+		total += n
+		if n < batch || ctx.Err() != nil {
+			return total, nil
+		}
+	}
+}
+
+// appendChange appends c as the JSON of GET /api/{user_id}/changes:
+// {"position", "event", and "task", "id" or "ids"}. The task's bytes are the
+// REST API's (appendTask).
+func appendChange(b []byte, c *Change) []byte {
+	b = append(b, `{"position":`...)
+	b = strconv.AppendInt(b, c.Position, 10)
+	b = append(b, `,"event":`...)
+	b = appendJSONString(b, c.Event)
+	switch c.Event {
+	case eventTaskCreated, eventTaskUpdated:
+		b = append(b, `,"task":`...)
+		b = appendTask(b, &c.Task)
+	case eventTaskDeleted:
+		b = append(b, `,"id":`...)
+		b = appendJSONString(b, c.ID)
+	case eventTasksDeleted:
+		b = append(b, `,"ids":`...)
+		b = appendStrings(b, c.IDs)
+	}
+	return append(b, '}')
+}
+
+// appendEventData appends the data of c's server-sent event: the task as
+// the REST API returns it, {"id": ...}, {"ids": [...]}, or {} for
+// account.deleted.
+func appendEventData(b []byte, c *Change) []byte {
+	switch c.Event {
+	case eventTaskCreated, eventTaskUpdated:
+		return appendTask(b, &c.Task)
+	case eventTaskDeleted:
+		b = append(b, `{"id":`...)
+		b = appendJSONString(b, c.ID)
+		return append(b, '}')
+	case eventTasksDeleted:
+		b = append(b, `{"ids":`...)
+		b = appendStrings(b, c.IDs)
+		return append(b, '}')
+	}
+	return append(b, "{}"...)
+}
+
+// appendStrings appends a JSON array of strings.
+func appendStrings(b []byte, ss []string) []byte {
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, s)
+	}
+	return append(b, ']')
+}
