@@ -20,7 +20,7 @@ func BenchmarkRoutes(b *testing.B) {
 	db, _ := newTestDB(b)
 	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	store := NewStore(db, 5*time.Second, testTaskQuota)
-	h := newServer(logger, "test", store, NewVerifier(VerifierConfig{Secret: testSecret}, logger), guards{}, newCursorCodec([]byte("k")), nil)
+	h := newServer(logger, "test", store, NewVerifier(VerifierConfig{Secret: testSecret}, logger), guards{}, newCursorCodec([]byte("k")), nil, nil)
 	tok, err := mintToken(testSecret, User{ID: "bench", Email: "bench@example.com"}, "", "", time.Hour)
 	if err != nil {
 		b.Fatal(err)

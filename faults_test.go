@@ -132,7 +132,7 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := NewStore(db, 2*time.Second, testTaskQuota)
-	srv := httptest.NewServer(newServer(testLogger(), "test", store, NewVerifier(VerifierConfig{Secret: testSecret}, testLogger()), guards{}, newCursorCodec([]byte("k")), nil))
+	srv := httptest.NewServer(newServer(testLogger(), "test", store, NewVerifier(VerifierConfig{Secret: testSecret}, testLogger()), guards{}, newCursorCodec([]byte("k")), nil, nil))
 	t.Cleanup(srv.Close)
 	tok, _ := mintToken(testSecret, User{ID: "loader"}, "", "", time.Hour)
 

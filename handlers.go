@@ -17,10 +17,11 @@ import (
 
 // newServer returns the whole HTTP API: the routes, each with its own
 // middleware, and the middleware every request passes through.
-// version is the build's, as /healthz reports it.
-func newServer(logger *slog.Logger, version string, store *Store, verifier *Verifier, guards guards, cursors cursorCodec, corsOrigins []string) http.Handler {
+// version is the build's, as /healthz reports it. With live nil, the
+// routes of live updates answer 503.
+func newServer(logger *slog.Logger, version string, store *Store, verifier *Verifier, guards guards, cursors cursorCodec, corsOrigins []string, live *eventHub) http.Handler {
 	mux := http.NewServeMux()
-	for _, r := range routes(logger, version, store, verifier, guards, cursors) {
+	for _, r := range routes(logger, version, store, verifier, guards, cursors, live) {
 		mux.Handle(r.pattern, r.handler)
 		// The API answers with one trailing slash too, as frontends written
 		// for other backends send it, without a redirect, which would
@@ -50,14 +51,19 @@ type route struct {
 
 // routes is the route table: every pattern taskapi serves, with the
 // middleware of each. openapi.json describes exactly these.
-func routes(logger *slog.Logger, version string, store *Store, verifier *Verifier, guards guards, cursors cursorCodec) []route {
+func routes(logger *slog.Logger, version string, store *Store, verifier *Verifier, guards guards, cursors cursorCodec, live *eventHub) []route {
 	authenticate := requireUser(verifier, guards.failedAuth, logger)
 	limitRequests := limitRate(guards.rate, logger)
 	limitDatabase := limitConcurrency(guards.concurrency, logger)
 	auth := func(h http.Handler) http.Handler { return authenticate(limitRequests(limitDatabase(h))) }
+	var tickets ticketCodec
+	if live != nil {
+		tickets = live.tickets
+	}
+	streamAuth := requireStreamUser(verifier, tickets, guards.failedAuth, logger)
 	return []route{
 		{"GET /healthz", handleHealthz(version)},
-		{"GET /readyz", handleReadyz(logger, store)},
+		{"GET /readyz", listenerReadiness(live, logger, handleReadyz(logger, store))},
 		{"GET /openapi.json", handleOpenAPI()},
 
 		{"GET /api/me", auth(handleAccountGet(logger, store))},
@@ -72,6 +78,13 @@ func routes(logger *slog.Logger, version string, store *Store, verifier *Verifie
 		{"PATCH /api/{user_id}/tasks/{id}", auth(handleTaskUpdate(logger, store))},
 		{"DELETE /api/{user_id}/tasks/{id}", auth(handleTaskDelete(logger, store))},
 		{"PATCH /api/{user_id}/tasks/{id}/complete", auth(handleTaskComplete(logger, store))},
+
+		// Live updates (events.go). A stream holds no database connection
+		// between its reads, so it is not counted against
+		// USER_MAX_CONCURRENT; its own caps are in the hub.
+		{"GET /api/{user_id}/events", streamAuth(limitRequests(handleEvents(logger, store, live)))},
+		{"POST /api/{user_id}/events/ticket", auth(handleEventsTicket(logger, live))},
+		{"GET /api/{user_id}/changes", auth(handleChanges(logger, store))},
 	}
 }
 

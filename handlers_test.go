@@ -252,7 +252,7 @@ func TestHealthAndReadiness(t *testing.T) {
 	dead := stdlib.OpenDB(*cfg)
 	t.Cleanup(func() { dead.Close() })
 	srv := httptest.NewServer(newServer(slog.New(slog.DiscardHandler), "test", NewStore(dead, 2*time.Second, testTaskQuota),
-		NewVerifier(VerifierConfig{Secret: testSecret}, slog.New(slog.DiscardHandler)), guards{}, newCursorCodec(nil), nil))
+		NewVerifier(VerifierConfig{Secret: testSecret}, slog.New(slog.DiscardHandler)), guards{}, newCursorCodec(nil), nil, nil))
 	t.Cleanup(srv.Close)
 	e.srv = srv
 	res := e.do("GET", "/readyz", "", nil)
@@ -434,7 +434,7 @@ func TestDropInForExistingFrontends(t *testing.T) {
 			{[]string{"*", "https://app.example.com"}, "https://other.example.com", ""},
 			{[]string{"https://app.example.com"}, "https://evil.example.com", ""},
 		} {
-			srv := httptest.NewServer(newServer(testLogger(), "test", e.store, e.verifier, guards{}, newCursorCodec([]byte("k")), c.origins))
+			srv := httptest.NewServer(newServer(testLogger(), "test", e.store, e.verifier, guards{}, newCursorCodec([]byte("k")), c.origins, nil))
 			preflight := send(t, srv.Client(), "OPTIONS", srv.URL+"/api/me/tasks", "",
 				map[string]string{"Origin": c.origin, "Access-Control-Request-Method": "POST"}, "")
 			get := send(t, srv.Client(), "GET", srv.URL+"/api/me/tasks", tok, map[string]string{"Origin": c.origin}, "")

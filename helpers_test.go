@@ -195,7 +195,7 @@ func newTestEnvOn(t testing.TB, db *sql.DB, cfg *VerifierConfig) *testEnv {
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	store := NewStore(db, 5*time.Second, testTaskQuota)
 	verifier := NewVerifier(*cfg, logger)
-	srv := httptest.NewServer(newServer(logger, buildVersion(), store, verifier, guards{}, newCursorCodec([]byte("test cursor key")), []string{"https://app.example.com"}))
+	srv := httptest.NewServer(newServer(logger, buildVersion(), store, verifier, guards{}, newCursorCodec([]byte("test cursor key")), []string{"https://app.example.com"}, nil))
 	t.Cleanup(srv.Close)
 	return &testEnv{t: t, srv: srv, db: db, store: store, verifier: verifier, logs: logs, secret: cfg.Secret}
 }

@@ -105,6 +105,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// answering altogether.
 	store := NewStore(db, cfg.QueryTimeout+time.Second, cfg.TaskQuota)
 	go sweepKeys(ctx, store, logger, 10*time.Minute)
+	ticketKey, err := serverKey(ctx, db, "events")
+	if err != nil {
+		return err
+	}
+	live := newEventHub(cfg.Events, newTicketCodec(ticketKey))
+	if err := live.listen(ctx, cmp.Or(cfg.ListenURL, cfg.DB.URL), logger); err != nil {
+		return err
+	}
+	defer live.close()
+	go sweepChanges(ctx, store, logger, 10*time.Minute, cfg.Events.Retention)
 	verifier := NewVerifier(cfg.verifierConfig(), logger)
 	var draining atomic.Bool // set at SIGTERM: /readyz says 503
 	srv := &http.Server{
@@ -113,7 +123,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				rate:        newRateLimiter(cfg.RateLimit, cfg.RateBurst),
 				concurrency: newUserGate(cfg.UserConcurrency, time.Second),
 				failedAuth:  newAddrLimiter(cfg.AuthFailureLimit, cfg.AuthFailureBurst, cfg.ClientAddrHeader),
-			}, newCursorCodec(cursorKey), cfg.CORSOrigins), &draining, logger),
+			}, newCursorCodec(cursorKey), cfg.CORSOrigins, live), &draining, logger),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		// Longer than the slowest honest request: a statement timeout plus
@@ -135,6 +145,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	maxConns := cmp.Or(cfg.MaxConns, maxConnsFor(openFiles))
 	ln := newConnLimiter(tcp, maxConns)
 	srv.ConnState = ln.track
+	srv.RegisterOnShutdown(live.close) // streams end at once; clients resume elsewhere
 	logger.Info("listening", "addr", ln.Addr().String(), "version", buildVersion(),
 		"max_connections", maxConns, "open_file_limit", openFiles)
 	if usingDevSecret {
@@ -303,6 +314,9 @@ type config struct {
 	AuthFailureBurst int
 	ClientAddrHeader string // the header a trusted proxy names the client in
 
+	ListenURL string // DATABASE_LISTEN_URL; "" uses DB.URL
+	Events    eventsConfig
+
 	Secret           []byte
 	AuthURL          string // Better Auth's base URL
 	JWKSURL          string
@@ -396,6 +410,15 @@ func loadConfig(getenv func(string) string) (config, error) {
 	c.AuthFailureBurst = intVar("AUTH_FAILURE_BURST", 50)
 	c.ClientAddrHeader = getenv("CLIENT_ADDR_HEADER")
 	c.RateLimit = floatVar("RATE_LIMIT", 50)
+	c.ListenURL = getenv("DATABASE_LISTEN_URL")
+	c.Events = eventsConfig{
+		Heartbeat:    durationVar("EVENTS_HEARTBEAT", 25*time.Second),
+		PerUser:      intVar("EVENTS_MAX_PER_USER", 10),
+		MaxStreams:   intVar("EVENTS_MAX_STREAMS", 5000),
+		Buffer:       intVar("EVENTS_BUFFER", 64),
+		WriteTimeout: durationVar("EVENTS_WRITE_TIMEOUT", 10*time.Second),
+		Retention:    durationVar("CHANGES_RETENTION", 24*time.Hour),
+	}
 	c.DevDB = c.DB.URL == ""
 	c.DrainTimeout = 5 * time.Second
 	if c.DevDB {

@@ -36,7 +36,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	t.Parallel()
 	doc := loadOpenAPI(t)
 	var served, documented []string
-	for _, r := range routes(slog.New(slog.DiscardHandler), "test", nil, NewVerifier(VerifierConfig{Secret: testSecret}, slog.New(slog.DiscardHandler)), guards{}, newCursorCodec(nil)) {
+	for _, r := range routes(slog.New(slog.DiscardHandler), "test", nil, NewVerifier(VerifierConfig{Secret: testSecret}, slog.New(slog.DiscardHandler)), guards{}, newCursorCodec(nil), nil) {
 		served = append(served, r.pattern)
 	}
 	for path, item := range doc.Paths.Map() {

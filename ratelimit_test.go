@@ -53,7 +53,7 @@ func TestRateLimitResponses(t *testing.T) {
 	limiter := newRateLimiter(0.5, 2)
 	e := newTestEnvOn(t, db, nil)
 	srv := httptest.NewServer(newServer(logger, "test", NewStore(db, 5*time.Second, testTaskQuota), NewVerifier(VerifierConfig{Secret: testSecret}, logger),
-		guards{rate: limiter}, newCursorCodec([]byte("k")), nil))
+		guards{rate: limiter}, newCursorCodec([]byte("k")), nil, nil))
 	t.Cleanup(srv.Close)
 	e.srv = srv
 	alice, bob := e.token("alice"), e.token("bob")
@@ -87,7 +87,7 @@ func TestOneUserCannotStarveAnother(t *testing.T) {
 	db, url := newTestDB(t) // a pool of 4
 	e := newTestEnvOn(t, db, nil)
 	e.srv.Config.Handler = newServer(testLogger(), "test", e.store, e.verifier,
-		guards{concurrency: newUserGate(2, 200*time.Millisecond)}, newCursorCodec([]byte("k")), nil)
+		guards{concurrency: newUserGate(2, 200*time.Millisecond)}, newCursorCodec([]byte("k")), nil, nil)
 	hog, other := e.token("hog"), e.token("other")
 	task := e.do("POST", "/api/me/tasks", hog, `{"title":"contended"}`).task(t)
 	e.do("POST", "/api/me/tasks", other, `{"title":"mine"}`)
@@ -147,7 +147,7 @@ func TestFailedAuthIsLimited(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, nil)
 	e.srv.Config.Handler = newServer(slog.New(slog.NewJSONHandler(e.logs, nil)), "test", e.store, e.verifier,
-		guards{failedAuth: newAddrLimiter(0.5, 5, "Fly-Client-IP")}, newCursorCodec([]byte("k")), nil)
+		guards{failedAuth: newAddrLimiter(0.5, 5, "Fly-Client-IP")}, newCursorCodec([]byte("k")), nil, nil)
 	good := e.token("good")
 	from := func(addr, token string) response {
 		return e.doWith("GET", "/api/me/tasks", token, map[string]string{"Fly-Client-IP": addr}, "")
