@@ -159,7 +159,9 @@ func (h *eventHub) listen(ctx context.Context, url string, logger *slog.Logger) 
 	if err != nil {
 		return errors.New("DATABASE_LISTEN_URL is not a valid PostgreSQL connection string")
 	}
-	cfg.RuntimeParams["application_name"] = "taskapi-listen"
+	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
+		cfg.RuntimeParams["application_name"] = "taskapi-listen"
+	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 5 * time.Second
 	}
