@@ -452,7 +452,7 @@ func parseSince(r *http.Request) (since int64, resume bool, err error) {
 
 // handleChanges answers GET /api/{user_id}/changes?since=&limit= with the
 // caller's changes after since (default 0), oldest first, at most limit
-// (1-1000, default 100): {"changes": [...], "next": position}. A client polls
+// (1 to maxLimit, default 100): {"changes": [...], "next": position}. A client polls
 // again with since=next. A position too old to resume from gets
 // {"changes": [], "next": <latest>, "reload": true}: refetch the list, then
 // poll from next.
@@ -473,8 +473,8 @@ func handleChanges(logger *slog.Logger, store *Store) http.Handler {
 		}
 		limit := 100
 		if v := q.Get("limit"); v != "" {
-			if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > 1000 {
-				writeError(w, r, logger, badRequest("limit must be a whole number from 1 to 1000."))
+			if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > maxLimit {
+				writeError(w, r, logger, badRequest("limit must be a whole number from 1 to %d.", maxLimit))
 				return
 			}
 		}
