@@ -181,8 +181,9 @@ func (h *eventHub) listen(ctx context.Context, url string, logger *slog.Logger) 
 	return nil
 }
 
-// listenConn connects and LISTENs. With probe, it then notifies itself and
-// waits for a notification, which a pooler in transaction mode would lose.
+// listenConn connects and LISTENs. With probe, it then sends a notification
+// from a second connection and waits for it, as the hub's own writes will
+// send them: a pooler in transaction mode loses it.
 func listenConn(ctx context.Context, cfg *pgx.ConnConfig, probe bool) (*pgx.Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
@@ -194,7 +195,14 @@ func listenConn(ctx context.Context, cfg *pgx.ConnConfig, probe bool) (*pgx.Conn
 	}
 	if probe {
 		// The payload names no user: no stream wakes for it.
-		if _, err := conn.Exec(ctx, "SELECT pg_notify($1, ':0')", changesChannel); err != nil {
+		notifier, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			conn.Close(ctx)
+			return nil, err
+		}
+		_, err = notifier.Exec(ctx, "SELECT pg_notify($1, ':0')", changesChannel)
+		notifier.Close(ctx)
+		if err != nil {
 			conn.Close(ctx)
 			return nil, err
 		}

@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,7 +44,7 @@ func newLiveEnv(t *testing.T, cfg eventsConfig) *liveEnv {
 	verifier := NewVerifier(VerifierConfig{Secret: testSecret}, logger)
 	hub := newEventHub(cfg, newTicketCodec([]byte("test events key")))
 	app := "listen_" + strings.ToLower(rand.Text())[:12]
-	if err := hub.listen(context.Background(), url+"&application_name="+app, logger); err != nil {
+	if err := hub.listen(context.Background(), withParam(testListenURL(url), "application_name", app), logger); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(newServer(logger, "test", store, verifier, guards{}, newCursorCodec([]byte("k")), nil, hub))
@@ -592,16 +591,12 @@ func TestEventsIsolation(t *testing.T) {
 // on B. B ends its streams at once on SIGTERM.
 func TestEventsAcrossInstances(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "taskapi")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testBinary(t)
 	dbURL := newEmptyTestDB(t)
 	start := func() (*exec.Cmd, string) {
 		t.Helper()
 		cmd := exec.Command(bin)
-		cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "BETTER_AUTH_SECRET="+string(testSecret),
+		cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "DATABASE_LISTEN_URL="+testListenURL(dbURL), "BETTER_AUTH_SECRET="+string(testSecret),
 			"HOST=127.0.0.1", "PORT=0", "SHUTDOWN_DRAIN=0s", "SHUTDOWN_TIMEOUT=10s", "RATE_LIMIT=0", "EVENTS_HEARTBEAT=1s")
 		logs := &syncBuffer{}
 		cmd.Stdout, cmd.Stderr = logs, logs
@@ -644,5 +639,36 @@ func TestEventsAcrossInstances(t *testing.T) {
 	viaTicket.waitEnded(5 * time.Second)
 	if d := time.Since(began); d > 3*time.Second {
 		t.Errorf("streams ended %v after SIGTERM", d)
+	}
+}
+
+// TestDeletedTaskLeavesNoHistory checks that the history keeps nothing of a
+// deleted task but the fact of its deletion, deleted alone or in bulk.
+func TestDeletedTaskLeavesNoHistory(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	tok := e.token("forgetful")
+	one := e.do("POST", "/api/me/tasks", tok, `{"title":"secret one"}`).task(t)
+	e.do("PATCH", "/api/me/tasks/"+one.ID, tok, `{"description":"secret details"}`)
+	e.do("POST", "/api/me/tasks", tok, `{"title":"secret two","completed":true}`)
+	e.do("POST", "/api/me/tasks", tok, `{"title":"kept"}`)
+	e.do("DELETE", "/api/me/tasks/"+one.ID, tok, nil)
+	e.do("DELETE", "/api/me/tasks?status=completed", tok, nil)
+	rows, err := e.db.Query(`SELECT event, coalesce(title, '') || coalesce(description, '') FROM task_changes WHERE user_id = 'forgetful' ORDER BY position`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var events []string
+	for rows.Next() {
+		var event, text string
+		rows.Scan(&event, &text)
+		if strings.Contains(text, "secret") {
+			t.Errorf("the history still holds a deleted task: %s %q", event, text)
+		}
+		events = append(events, event)
+	}
+	if want := "task.created,task.deleted,tasks.deleted"; strings.Join(events, ",") != want {
+		t.Errorf("history %v, want %s", events, want)
 	}
 }

@@ -558,19 +558,15 @@ func TestDevelopmentServerOfAnotherTaskapi(t *testing.T) {
 // and every create that was answered 201 must be stored.
 func TestRollingRestartDropsNothing(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "taskapi")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testBinary(t)
 	dbURL := newEmptyTestDB(t)
 
 	// start runs one instance and returns its process and address.
 	start := func() (*exec.Cmd, string) {
 		t.Helper()
 		cmd := exec.Command(bin)
-		cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "BETTER_AUTH_SECRET="+string(testSecret),
-			"HOST=127.0.0.1", "PORT=0", "SHUTDOWN_DRAIN=1s", "SHUTDOWN_TIMEOUT=5s", "RATE_LIMIT=0")
+		cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "DATABASE_LISTEN_URL="+testListenURL(dbURL),
+			"BETTER_AUTH_SECRET="+string(testSecret), "HOST=127.0.0.1", "PORT=0", "SHUTDOWN_DRAIN=1s", "SHUTDOWN_TIMEOUT=5s", "RATE_LIMIT=0")
 		logs := &syncBuffer{}
 		cmd.Stdout, cmd.Stderr = logs, logs
 		if err := cmd.Start(); err != nil {

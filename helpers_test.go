@@ -25,6 +25,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -71,7 +72,11 @@ func testMain(m *testing.M) int {
 		defer pg.Stop()
 		testDatabaseURL = pg.URL
 	}
-	return m.Run()
+	code := m.Run()
+	if testBinaryDir != "" {
+		os.RemoveAll(testBinaryDir)
+	}
+	return code
 }
 
 // adminDB is one pool, shared by all tests, that makes and drops their schemas.
@@ -151,13 +156,63 @@ func newEmptyTestDB(t testing.TB) string {
 	return withSearchPath(testDatabaseURL, name)
 }
 
+// testBinary returns the path of taskapi built once for the tests that run
+// it as a process of its own.
+func testBinary(t testing.TB) string {
+	t.Helper()
+	bin, err := buildTestBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// testBinaryDir holds the binary of buildTestBinary, removed by testMain.
+var testBinaryDir string
+
+// buildTestBinary builds taskapi into a temporary folder, once.
+var buildTestBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "taskapi-bin-")
+	if err != nil {
+		return "", err
+	}
+	testBinaryDir = dir
+	bin := filepath.Join(dir, "taskapi")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// testListenURL returns a URL for a LISTEN connection to the database that
+// dbURL names. Behind a pooler in transaction mode, which cannot LISTEN,
+// TEST_LISTEN_URL names the server itself, and the database is dbURL's.
+func testListenURL(dbURL string) string {
+	direct := os.Getenv("TEST_LISTEN_URL")
+	if direct == "" {
+		return dbURL
+	}
+	d, err1 := url.Parse(direct)
+	u, err2 := url.Parse(dbURL)
+	if err1 != nil || err2 != nil {
+		panic("TEST_LISTEN_URL or the test database URL is not a URL")
+	}
+	d.Path = u.Path
+	return d.String()
+}
+
 // withSearchPath adds a search_path run-time parameter to a connection URL.
 func withSearchPath(url, schema string) string {
+	return withParam(url, "search_path", schema)
+}
+
+// withParam adds a query parameter to a connection URL.
+func withParam(url, name, value string) string {
 	sep := "?"
 	if strings.Contains(url, "?") {
 		sep = "&"
 	}
-	return url + sep + "search_path=" + schema
+	return url + sep + name + "=" + value
 }
 
 // testTaskQuota is the task quota of the tests' stores: the default.

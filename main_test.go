@@ -25,6 +25,9 @@ func startRun(t *testing.T, env map[string]string) (addr string, stdout, stderr 
 	if _, ok := env["SHUTDOWN_DRAIN"]; !ok {
 		env["SHUTDOWN_DRAIN"] = "0" // stop at once, unless the test is about draining
 	}
+	if db, ok := env["DATABASE_URL"]; ok && env["DATABASE_LISTEN_URL"] == "" {
+		env["DATABASE_LISTEN_URL"] = testListenURL(db)
+	}
 	stdout, stderr = &syncBuffer{}, &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	var runErr error

@@ -145,3 +145,7 @@ CREATE TABLE IF NOT EXISTS task_changes_horizon (
     one           boolean PRIMARY KEY DEFAULT true CHECK (one),
     swept_through bigint  NOT NULL
 );
+
+-- The earlier changes of a deleted task are deleted with it (they hold its
+-- content); this index finds them.
+CREATE INDEX IF NOT EXISTS task_changes_task_idx ON task_changes (id);

@@ -215,11 +215,15 @@ RETURNING ` + taskColumns + `
 // forgetRequestsCTE clears the request hash of the idempotency keys that
 // created the tasks in "deleted", in the statement that deletes them: a key
 // keeps nothing of a deleted task, and a retry with it is told the task is
-// gone rather than creating it again. The statement answers the number of
+// gone rather than creating it again. It also deletes the earlier changes
+// of those tasks from the history, which hold their content: a client that
+// resumes from before them hears only that the task was deleted. The statement answers the number of
 // tasks deleted, once the change (c) is recorded and notified (n).
 const forgetRequestsCTE = `, forget AS (
     UPDATE idempotency_keys SET request_hash = NULL
      WHERE (user_id, task_id) IN (SELECT user_id, id FROM deleted) AND request_hash IS NOT NULL
+), scrub AS (
+    DELETE FROM task_changes WHERE (user_id, id) IN (SELECT user_id, id FROM deleted)
 )` + notifyCTE + `
 SELECT count(*) FROM deleted, (SELECT count(*) FROM n) AS notified`
 
