@@ -1,0 +1,78 @@
+// taskapi from the browser: every call gets a short-lived JWT for the signed-in user and sends it as a
+// bearer token to taskapi's origin. No cookies go to taskapi (no credentials: "include"): it needs only the token.
+import { authClient } from "./auth-client";
+
+export type Priority = "low" | "medium" | "high";
+export type Task = {
+  id: string;
+  title: string;
+  description: string | null;
+  completed: boolean;
+  priority: Priority;
+  due_date: string | null; // RFC 3339, in UTC
+  tags: string[];
+  created_at: string;
+  updated_at: string;
+  version: number; // the ETag is this number in quotes
+};
+export type TaskInput = { title: string; priority?: Priority; due_date?: string | null; tags?: string[] };
+export type ListQuery = {
+  status?: "all" | "pending" | "completed";
+  sort?: "created" | "updated" | "title" | "due_date" | "priority";
+  order?: "asc" | "desc";
+};
+export type TokenMode = "jwks" | "hs256";
+
+/** taskapi's answer to a failed request: an RFC 9457 problem (detail, and errors for each invalid field). */
+export class TaskApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly problem: { title?: string; detail?: string; errors?: { field: string; message: string }[] },
+  ) {
+    const fields = problem.errors?.map((e) => `${e.field} ${e.message}`).join("; ");
+    super(fields || problem.detail || problem.title || `HTTP ${status}`);
+  }
+}
+
+// jwks: Better Auth's JWT plugin signs the token (EdDSA); taskapi checks it with the keys at /api/auth/jwks.
+// hs256: this app's route /api/taskapi-token signs it with the BETTER_AUTH_SECRET that taskapi shares.
+async function getToken(mode: TokenMode): Promise<string> {
+  if (mode === "hs256") {
+    const res = await fetch("/api/taskapi-token");
+    if (!res.ok) throw new Error(`no token (HTTP ${res.status})`);
+    return (await res.json()).token;
+  }
+  const { data, error } = await authClient.token();
+  if (!data) throw new Error(error?.message || "no token: not signed in");
+  return data.token;
+}
+
+/** The routes of taskapi the app uses, at baseUrl (taskapi's origin, e.g. http://localhost:8080). */
+export function taskapi(baseUrl: string, mode: TokenMode = "jwks") {
+  async function call<T>(path: string, init: RequestInit = {}): Promise<T> {
+    const token = await getToken(mode);
+    const res = await fetch(`${baseUrl}/api/me/tasks${path}`, {
+      ...init,
+      headers: {
+        Authorization: `Bearer ${token}`,
+        ...(init.body ? { "Content-Type": "application/json" } : {}),
+        ...init.headers,
+      },
+    });
+    if (!res.ok) throw new TaskApiError(res.status, await res.json().catch(() => ({})));
+    return res.status === 204 ? (undefined as T) : res.json();
+  }
+  const json = (body: unknown) => JSON.stringify(body);
+
+  return {
+    list: (q: ListQuery = {}) => call<Task[]>(`?${new URLSearchParams(q as Record<string, string>)}`),
+    create: (task: TaskInput) => call<Task>("", { method: "POST", body: json(task) }),
+    // If-Match: the edit goes through only if nobody changed the task since it was loaded (else 412).
+    update: (task: Task, changes: Partial<TaskInput>) =>
+      call<Task>(`/${task.id}`, { method: "PATCH", body: json(changes), headers: { "If-Match": `"${task.version}"` } }),
+    toggle: (id: string) => call<Task>(`/${id}/complete`, { method: "PATCH" }),
+    remove: (id: string) => call<void>(`/${id}`, { method: "DELETE" }),
+    clearCompleted: () => call<{ deleted: number }>("?status=completed", { method: "DELETE" }),
+  };
+}
+export type TaskApi = ReturnType<typeof taskapi>;
