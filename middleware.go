@@ -73,7 +73,14 @@ func cors(next http.Handler, origins []string) http.Handler {
 		h.Add("Vary", "Origin")
 		origin := r.Header.Get("Origin")
 		listed := origin != "" && slices.Contains(origins, origin)
+		preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
 		if origin == "" || !anyOrigin && !listed {
+			if preflight && origin != "" {
+				// An origin not allowed: answered, without the headers
+				// that would let the browser go on.
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -81,7 +88,7 @@ func cors(next http.Handler, origins []string) http.Handler {
 		if listed {
 			h.Set("Access-Control-Allow-Credentials", "true")
 		}
-		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+		if preflight {
 			h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE")
 			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match, If-None-Match, Idempotency-Key, X-Request-ID")
 			h.Set("Access-Control-Max-Age", "600")

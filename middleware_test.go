@@ -130,8 +130,9 @@ func TestCORS(t *testing.T) {
 	if !strings.Contains(resp.Header.Get("Access-Control-Allow-Methods"), "PATCH") {
 		t.Errorf("Access-Control-Allow-Methods = %q", resp.Header.Get("Access-Control-Allow-Methods"))
 	}
-	if resp := preflight("https://evil.example.com"); resp.Header.Get("Access-Control-Allow-Origin") != "" {
-		t.Errorf("preflight from another origin allowed: %q", resp.Header.Get("Access-Control-Allow-Origin"))
+	if resp := preflight("https://evil.example.com"); resp.Header.Get("Access-Control-Allow-Origin") != "" || resp.StatusCode != 204 {
+		t.Errorf("preflight from another origin: %d, Access-Control-Allow-Origin %q; want 204 without it",
+			resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
 	}
 	// An actual request from the app can read errors too.
 	req, _ := http.NewRequest("GET", e.srv.URL+"/api/me/tasks", nil)
