@@ -172,24 +172,10 @@ func (s *Store) LastPosition(ctx context.Context, userID string) (int64, error) 
 	return p, nil
 }
 
-// SweepChanges deletes the changes older than retention, of every user, in
-// batches, and says how many it deleted.
+// SweepChanges deletes the changes older than retention, of every user,
+// and says how many it deleted.
 func (s *Store) SweepChanges(ctx context.Context, retention time.Duration) (int64, error) {
-	const batch = 10_000
-	var total int64
-	for {
-		sctx, cancel := s.statementContext(ctx)
-		var n int64
-		err := s.db.QueryRowContext(sctx, sweepChangesSQL, batch, retention.Seconds()).Scan(&n)
-		cancel()
-		if err != nil {
-			return total, dbError("sweep changes", err)
-		}
-		total += n
-		if n < batch || ctx.Err() != nil {
-			return total, nil
-		}
-	}
+	return s.deleteInBatches(ctx, "sweep changes", sweepChangesSQL, retention.Seconds())
 }
 
 // appendChange appends c as the JSON of GET /api/{user_id}/changes:

@@ -515,22 +515,3 @@ func handleChanges(logger *slog.Logger, store *Store) http.Handler {
 		})
 	})
 }
-
-// sweepChanges deletes changes older than retention now and then every
-// interval, until ctx ends. Every instance sweeps.
-func sweepChanges(ctx context.Context, store *Store, logger *slog.Logger, interval, retention time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		if n, err := store.SweepChanges(ctx, retention); err != nil {
-			logger.Warn("sweep changes", "err", err)
-		} else if n > 0 {
-			logger.Info("swept changes", "deleted", n)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}

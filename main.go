@@ -104,7 +104,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// store's own timeout, a second later, is for a server that stops
 	// answering altogether.
 	store := NewStore(db, cfg.QueryTimeout+time.Second, cfg.TaskQuota)
-	go sweepKeys(ctx, store, logger, 10*time.Minute)
+	go sweep(ctx, logger, "idempotency keys", 10*time.Minute, store.SweepKeys)
 	ticketKey, err := serverKey(ctx, db, "events")
 	if err != nil {
 		return err
@@ -114,7 +114,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer live.close()
-	go sweepChanges(ctx, store, logger, 10*time.Minute, cfg.Events.Retention)
+	go sweep(ctx, logger, "changes", 10*time.Minute, func(ctx context.Context) (int64, error) {
+		return store.SweepChanges(ctx, cfg.Events.Retention)
+	})
 	verifier := NewVerifier(cfg.verifierConfig(), logger)
 	var draining atomic.Bool // set at SIGTERM: /readyz says 503
 	srv := &http.Server{
@@ -252,17 +254,17 @@ func buildVersion() string {
 	return v
 }
 
-// sweepKeys deletes expired idempotency keys now and then every interval,
-// until ctx ends. Every instance sweeps; a sweep that finds nothing costs one
-// index lookup.
-func sweepKeys(ctx context.Context, store *Store, logger *slog.Logger, interval time.Duration) {
+// sweep runs clean now and then every interval until ctx ends, and logs
+// how many rows of what it deleted. Every instance sweeps; a sweep that finds
+// nothing costs one index lookup.
+func sweep(ctx context.Context, logger *slog.Logger, what string, interval time.Duration, clean func(context.Context) (int64, error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if n, err := store.SweepKeys(ctx); err != nil {
-			logger.Warn("sweep idempotency keys", "err", err)
+		if n, err := clean(ctx); err != nil {
+			logger.Warn("sweep", "what", what, "err", err)
 		} else if n > 0 {
-			logger.Info("swept idempotency keys", "deleted", n)
+			logger.Info("swept", "what", what, "deleted", n)
 		}
 		select {
 		case <-ctx.Done():

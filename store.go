@@ -156,7 +156,7 @@ RETURNING ` + taskColumns + `
 // user is at the quota, does nothing and returns no row. Two requests racing
 // with one key serialize on the key's primary key: the second waits for the
 // first and then finds the key claimed. A key older than 24 hours is claimed
-// afresh; sweepKeys deletes such keys for every user.
+// afresh; SweepKeys deletes such keys for every user.
 const createTaskOnceSQL = upsertUserCTE + ", " + serializeUserCTE + `, claim AS (
     INSERT INTO idempotency_keys (user_id, key, task_id, request_hash)
     SELECT $1, $11, $12, $13 FROM serialize
@@ -175,9 +175,14 @@ RETURNING ` + taskColumns + `
 const idempotencyKeySQL = `SELECT task_id, request_hash, created_at FROM idempotency_keys
  WHERE user_id = $1 AND key = $2 AND created_at >= now() - interval '24 hours'`
 
-// sweepKeysSQL deletes up to $1 keys older than 24 hours, of every user.
-const sweepKeysSQL = `DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY(
-    SELECT ctid FROM idempotency_keys WHERE created_at < now() - interval '24 hours' LIMIT $1))`
+// sweepKeysSQL deletes up to $1 keys older than 24 hours, of every user, and
+// says how many.
+const sweepKeysSQL = `WITH swept AS (
+    DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY(
+        SELECT ctid FROM idempotency_keys WHERE created_at < now() - interval '24 hours' LIMIT $1))
+    RETURNING 1
+)
+SELECT count(*) FROM swept`
 
 const getTaskSQL = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1 AND user_id = $2`
 
@@ -394,20 +399,24 @@ func requestHash(userID, key string, in NewTask) []byte {
 }
 
 // SweepKeys deletes the idempotency keys older than 24 hours, of every user,
-// in batches, and says how many it deleted.
+// and says how many it deleted.
 func (s *Store) SweepKeys(ctx context.Context) (int64, error) {
+	return s.deleteInBatches(ctx, "sweep idempotency keys", sweepKeysSQL)
+}
+
+// deleteInBatches runs query, a DELETE of at most $1 rows that answers how
+// many it deleted, with args after $1, until it deletes fewer than a batch:
+// no one statement holds its locks for long.
+func (s *Store) deleteInBatches(ctx context.Context, op, query string, args ...any) (int64, error) {
 	const batch = 10_000
 	var total int64
 	for {
 		sctx, cancel := s.statementContext(ctx)
-		res, err := s.db.ExecContext(sctx, sweepKeysSQL, batch)
+		var n int64
+		err := s.db.QueryRowContext(sctx, query, append([]any{batch}, args...)...).Scan(&n)
 		cancel()
 		if err != nil {
-			return total, dbError("sweep idempotency keys", err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return total, dbError("sweep idempotency keys", err)
+			return total, dbError(op, err)
 		}
 		total += n
 		if n < batch || ctx.Err() != nil {
