@@ -381,8 +381,10 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 // through each are seen by both.
 func TestTwoInstancesBootTogether(t *testing.T) {
 	t.Parallel()
+	dbURL := newEmptyTestDB(t)
 	env := map[string]string{
-		"DATABASE_URL": newEmptyTestDB(t), "BETTER_AUTH_SECRET": string(testSecret), "PORT": "0", "HOST": "127.0.0.1",
+		"DATABASE_URL": dbURL, "DATABASE_LISTEN_URL": testListenURL(dbURL),
+		"BETTER_AUTH_SECRET": string(testSecret), "PORT": "0", "HOST": "127.0.0.1", "SHUTDOWN_DRAIN": "0",
 	}
 	// Both processes' run start together; each applies the schema at boot.
 	ctx, cancel := context.WithCancel(context.Background())
