@@ -464,7 +464,7 @@ func parseSince(r *http.Request) (since int64, resume bool, err error) {
 // again with since=next. A position too old to resume from gets
 // {"changes": [], "next": <latest>, "reload": true}: refetch the list, then
 // poll from next.
-func handleChanges(logger *slog.Logger, store *Store) http.Handler {
+func handleChanges(logger *slog.Logger, store *Store, bufs *bodyBuffers) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u := userFrom(r.Context())
 		q := r.URL.Query()
@@ -498,7 +498,7 @@ func handleChanges(logger *slog.Logger, store *Store) http.Handler {
 		if len(changes) > 0 {
 			next = changes[len(changes)-1].Position
 		}
-		writeEncoded(w, http.StatusOK, func(b []byte) []byte {
+		bufs.write(w, http.StatusOK, func(b []byte) []byte {
 			b = append(b, `{"changes":[`...)
 			for i := range changes {
 				if i > 0 {

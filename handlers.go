@@ -56,6 +56,7 @@ func routes(logger *slog.Logger, version string, store *Store, verifier *Verifie
 	limitRequests := limitRate(guards.rate, logger)
 	limitDatabase := limitConcurrency(guards.concurrency, logger)
 	auth := func(h http.Handler) http.Handler { return authenticate(limitRequests(limitDatabase(h))) }
+	bufs := newBodyBuffers()
 	var tickets ticketCodec
 	if live != nil {
 		tickets = live.tickets
@@ -69,22 +70,22 @@ func routes(logger *slog.Logger, version string, store *Store, verifier *Verifie
 		{"GET /api/me", auth(handleAccountGet(logger, store))},
 		{"DELETE /api/me", auth(handleAccountDelete(logger, store))},
 
-		{"GET /api/{user_id}/tasks", auth(handleTaskList(logger, store, cursors))},
-		{"POST /api/{user_id}/tasks", auth(handleTaskCreate(logger, store))},
+		{"GET /api/{user_id}/tasks", auth(handleTaskList(logger, store, cursors, bufs))},
+		{"POST /api/{user_id}/tasks", auth(handleTaskCreate(logger, store, bufs))},
 		{"DELETE /api/{user_id}/tasks", auth(handleTaskDeleteCompleted(logger, store))},
 		{"GET /api/{user_id}/tasks/stats", auth(handleTaskStats(logger, store))},
-		{"GET /api/{user_id}/tasks/{id}", auth(handleTaskGet(logger, store))},
-		{"PUT /api/{user_id}/tasks/{id}", auth(handleTaskUpdate(logger, store))},
-		{"PATCH /api/{user_id}/tasks/{id}", auth(handleTaskUpdate(logger, store))},
-		{"DELETE /api/{user_id}/tasks/{id}", auth(handleTaskDelete(logger, store))},
-		{"PATCH /api/{user_id}/tasks/{id}/complete", auth(handleTaskComplete(logger, store))},
+		{"GET /api/{user_id}/tasks/{id}", auth(handleTaskGet(logger, store, bufs))},
+		{"PUT /api/{user_id}/tasks/{id}", auth(handleTaskUpdate(logger, store, bufs))},
+		{"PATCH /api/{user_id}/tasks/{id}", auth(handleTaskUpdate(logger, store, bufs))},
+		{"DELETE /api/{user_id}/tasks/{id}", auth(handleTaskDelete(logger, store, bufs))},
+		{"PATCH /api/{user_id}/tasks/{id}/complete", auth(handleTaskComplete(logger, store, bufs))},
 
 		// Live updates (events.go). A stream holds no database connection
 		// between its reads, so it is not counted against
 		// USER_MAX_CONCURRENT; its own caps are in the hub.
 		{"GET /api/{user_id}/events", streamAuth(limitRequests(handleEvents(logger, store, live)))},
 		{"POST /api/{user_id}/events/ticket", auth(handleEventsTicket(logger, live))},
-		{"GET /api/{user_id}/changes", auth(handleChanges(logger, store))},
+		{"GET /api/{user_id}/changes", auth(handleChanges(logger, store, bufs))},
 	}
 }
 
@@ -129,7 +130,7 @@ func handleReadyz(logger *slog.Logger, store *Store) http.Handler {
 // caller's tasks: a JSON array, and, when there are more, a Link header with
 // rel="next" whose URL fetches the next page. See parseListOptions for the
 // query parameters.
-func handleTaskList(logger *slog.Logger, store *Store, cursors cursorCodec) http.Handler {
+func handleTaskList(logger *slog.Logger, store *Store, cursors cursorCodec, bufs *bodyBuffers) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u := userFrom(r.Context())
 		q := r.URL.Query()
@@ -154,7 +155,7 @@ func handleTaskList(logger *slog.Logger, store *Store, cursors cursorCodec) http
 			q.Set("cursor", cursors.encode(u.ID, scope, page.Next))
 			w.Header().Set("Link", "<"+r.URL.EscapedPath()+"?"+q.Encode()+`>; rel="next"`)
 		}
-		writeTasks(w, page.Tasks)
+		writeTasks(w, bufs, page.Tasks)
 	})
 }
 
@@ -192,7 +193,7 @@ func handleTaskDeleteCompleted(logger *slog.Logger, store *Store) http.Handler {
 // handleTaskCreate answers POST /api/{user_id}/tasks: 201 with the new task
 // and its Location. With an Idempotency-Key header, a retry of the same
 // request gets the same answer and creates nothing.
-func handleTaskCreate(logger *slog.Logger, store *Store) http.Handler {
+func handleTaskCreate(logger *slog.Logger, store *Store, bufs *bodyBuffers) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key, hasKey := r.Header.Get("Idempotency-Key"), len(r.Header.Values("Idempotency-Key")) > 0
 		if hasKey && !validIdempotencyKey(key) {
@@ -227,13 +228,13 @@ func handleTaskCreate(logger *slog.Logger, store *Store) http.Handler {
 			w.Header().Set("Idempotent-Replayed", "true")
 		}
 		w.Header().Set("Location", "/api/"+url.PathEscape(u.ID)+"/tasks/"+task.ID)
-		writeTask(w, http.StatusCreated, task)
+		writeTask(w, bufs, http.StatusCreated, task)
 	})
 }
 
 // handleTaskGet answers GET /api/{user_id}/tasks/{id}, or 304 when
 // If-None-Match names the task's current ETag.
-func handleTaskGet(logger *slog.Logger, store *Store) http.Handler {
+func handleTaskGet(logger *slog.Logger, store *Store, bufs *bodyBuffers) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		task, err := store.GetTask(r.Context(), userFrom(r.Context()).ID, r.PathValue("id"))
 		if err != nil {
@@ -245,15 +246,15 @@ func handleTaskGet(logger *slog.Logger, store *Store) http.Handler {
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
-		writeTask(w, http.StatusOK, task)
+		writeTask(w, bufs, http.StatusOK, task)
 	})
 }
 
 // handleTaskUpdate answers PUT and PATCH /api/{user_id}/tasks/{id}, both a
 // partial update: members present in the body change, absent ones stay, and
 // null clears description or due_date. If-Match works as handleTaskWrite says.
-func handleTaskUpdate(logger *slog.Logger, store *Store) http.Handler {
-	return handleTaskWrite(logger, http.StatusOK, func(w http.ResponseWriter, r *http.Request, ifMatch []int64) (Task, error) {
+func handleTaskUpdate(logger *slog.Logger, store *Store, bufs *bodyBuffers) http.Handler {
+	return handleTaskWrite(logger, bufs, http.StatusOK, func(w http.ResponseWriter, r *http.Request, ifMatch []int64) (Task, error) {
 		var req taskRequest
 		if err := decodeJSON(w, r, &req); err != nil {
 			return Task{}, err
@@ -269,8 +270,8 @@ func handleTaskUpdate(logger *slog.Logger, store *Store) http.Handler {
 // handleTaskComplete answers PATCH /api/{user_id}/tasks/{id}/complete. With
 // no body it toggles completed; with {"completed": bool} it sets it, which
 // is safe to retry. If-Match works as handleTaskWrite says.
-func handleTaskComplete(logger *slog.Logger, store *Store) http.Handler {
-	return handleTaskWrite(logger, http.StatusOK, func(w http.ResponseWriter, r *http.Request, ifMatch []int64) (Task, error) {
+func handleTaskComplete(logger *slog.Logger, store *Store, bufs *bodyBuffers) http.Handler {
+	return handleTaskWrite(logger, bufs, http.StatusOK, func(w http.ResponseWriter, r *http.Request, ifMatch []int64) (Task, error) {
 		completed, err := decodeCompleted(w, r)
 		if err != nil {
 			return Task{}, err
@@ -281,8 +282,8 @@ func handleTaskComplete(logger *slog.Logger, store *Store) http.Handler {
 
 // handleTaskDelete answers DELETE /api/{user_id}/tasks/{id} with 204.
 // If-Match works as handleTaskWrite says.
-func handleTaskDelete(logger *slog.Logger, store *Store) http.Handler {
-	return handleTaskWrite(logger, http.StatusNoContent, func(w http.ResponseWriter, r *http.Request, ifMatch []int64) (Task, error) {
+func handleTaskDelete(logger *slog.Logger, store *Store, bufs *bodyBuffers) http.Handler {
+	return handleTaskWrite(logger, bufs, http.StatusNoContent, func(w http.ResponseWriter, r *http.Request, ifMatch []int64) (Task, error) {
 		return store.DeleteTask(r.Context(), userFrom(r.Context()).ID, r.PathValue("id"), ifMatch)
 	})
 }
@@ -298,7 +299,7 @@ type taskWrite func(w http.ResponseWriter, r *http.Request, ifMatch []int64) (Ta
 // of the task as it now is, so that the client can fetch it and decide; a
 // missing task is 404 either way. Success is status: 200 with the task as
 // it now is, or 204 with no body.
-func handleTaskWrite(logger *slog.Logger, status int, write taskWrite) http.Handler {
+func handleTaskWrite(logger *slog.Logger, bufs *bodyBuffers, status int, write taskWrite) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ifMatch, err := parseIfMatch(r.Header.Values("If-Match"))
 		if err != nil {
@@ -315,7 +316,7 @@ func handleTaskWrite(logger *slog.Logger, status int, write taskWrite) http.Hand
 		case status == http.StatusNoContent:
 			w.WriteHeader(status)
 		default:
-			writeTask(w, status, task)
+			writeTask(w, bufs, status, task)
 		}
 	})
 }
