@@ -356,3 +356,25 @@ func FuzzBearer(f *testing.F) {
 		}
 	})
 }
+
+// TestRejectionLogIsBounded checks that what an attacker puts in a token
+// reaches the log only in a bounded length.
+func TestRejectionLogIsBounded(t *testing.T) {
+	t.Parallel()
+	ed := newEd25519Key(t, "ed-1")
+	e := newTestEnv(t, jwksConfig(newJWKSServer(t, ed.jwk(t)).URL))
+	long := strings.Repeat("k", 6<<10)
+	for _, tok := range []string{
+		signWithKid(t, ed, long, betterAuthClaims("u")),
+		ed.sign(t, jwt.MapClaims{"sub": "u", "exp": time.Now().Add(time.Hour).Unix(), "iss": long, "aud": authBaseURL}),
+		ed.sign(t, jwt.MapClaims{"sub": "u", "exp": time.Now().Add(time.Hour).Unix(), "iss": authBaseURL, "aud": long}),
+	} {
+		before := len(e.logs.String())
+		if res := e.do("GET", "/api/me/tasks", tok, nil); res.Status != 401 {
+			t.Errorf("status %d, want 401", res.Status)
+		}
+		if logged := len(e.logs.String()) - before; logged > 1<<10 {
+			t.Errorf("a rejected token with 6 KiB of attacker's text logged %d bytes, want under 1 KiB", logged)
+		}
+	}
+}
