@@ -10,7 +10,6 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -591,21 +590,9 @@ func TestEventsIsolation(t *testing.T) {
 // on B. B ends its streams at once on SIGTERM.
 func TestEventsAcrossInstances(t *testing.T) {
 	t.Parallel()
-	bin := testBinary(t)
 	dbURL := newEmptyTestDB(t)
 	start := func() (*exec.Cmd, string) {
-		t.Helper()
-		cmd := exec.Command(bin)
-		cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "DATABASE_LISTEN_URL="+testListenURL(dbURL), "BETTER_AUTH_SECRET="+string(testSecret),
-			"HOST=127.0.0.1", "PORT=0", "SHUTDOWN_DRAIN=0s", "SHUTDOWN_TIMEOUT=10s", "RATE_LIMIT=0", "EVENTS_HEARTBEAT=1s")
-		logs := &syncBuffer{}
-		cmd.Stdout, cmd.Stderr = logs, logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		var addr string
-		waitFor(t, func() bool { addr = listeningAddr(logs); return addr != "" })
+		cmd, addr := startProcess(t, dbURL, "SHUTDOWN_DRAIN=0s", "SHUTDOWN_TIMEOUT=10s", "EVENTS_HEARTBEAT=1s")
 		return cmd, "http://" + addr
 	}
 	_, a := start()

@@ -560,24 +560,10 @@ func TestDevelopmentServerOfAnotherTaskapi(t *testing.T) {
 // and every create that was answered 201 must be stored.
 func TestRollingRestartDropsNothing(t *testing.T) {
 	t.Parallel()
-	bin := testBinary(t)
 	dbURL := newEmptyTestDB(t)
 
-	// start runs one instance and returns its process and address.
 	start := func() (*exec.Cmd, string) {
-		t.Helper()
-		cmd := exec.Command(bin)
-		cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "DATABASE_LISTEN_URL="+testListenURL(dbURL),
-			"BETTER_AUTH_SECRET="+string(testSecret), "HOST=127.0.0.1", "PORT=0", "SHUTDOWN_DRAIN=1s", "SHUTDOWN_TIMEOUT=5s", "RATE_LIMIT=0")
-		logs := &syncBuffer{}
-		cmd.Stdout, cmd.Stderr = logs, logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		var addr string
-		waitFor(t, func() bool { addr = listeningAddr(logs); return addr != "" })
-		return cmd, addr
+		return startProcess(t, dbURL, "SHUTDOWN_DRAIN=1s", "SHUTDOWN_TIMEOUT=5s")
 	}
 
 	// The proxy sends each request to a backend whose /readyz said 200 at

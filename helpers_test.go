@@ -184,6 +184,26 @@ var buildTestBinary = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
+// startProcess runs the taskapi binary as a process of its own, on dbURL
+// with the test secret, a free port and the extra environment, until the
+// test ends, and returns it with the address it listens on.
+func startProcess(t *testing.T, dbURL string, extra ...string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(testBinary(t))
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "DATABASE_LISTEN_URL="+testListenURL(dbURL),
+		"BETTER_AUTH_SECRET="+string(testSecret), "HOST=127.0.0.1", "PORT=0", "RATE_LIMIT=0")
+	cmd.Env = append(cmd.Env, extra...)
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	var addr string
+	waitFor(t, func() bool { addr = listeningAddr(logs); return addr != "" })
+	return cmd, addr
+}
+
 // testListenURL returns a URL for a LISTEN connection to the database that
 // dbURL names. Behind a pooler in transaction mode, which cannot LISTEN,
 // TEST_LISTEN_URL names the server itself, and the database is dbURL's.
