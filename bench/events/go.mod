@@ -1,0 +1,3 @@
+module taskapi/bench/events
+
+go 1.25.0
