@@ -178,14 +178,17 @@ func (t *tool) create(user, tok string) (string, error) {
 	return task.ID, nil
 }
 
-// throughput runs clients closed-loop creates through A for d and returns
+// throughput runs clients closed-loop creates through A for d, each client
+// as one of the users whose streams the memory figure opened, and returns
 // the creates a second.
 func (t *tool) throughput(clients int, d time.Duration) float64 {
 	var done atomic.Int64
 	deadline := time.Now().Add(d)
 	var wg sync.WaitGroup
 	for c := range clients {
-		user := fmt.Sprintf("tput-%d", c)
+		// The users whose streams are open (openStreams' "mem" users), so
+		// that every create wakes streams on B when they are open.
+		user := fmt.Sprintf("mem-%d", c)
 		tok := t.token(user)
 		wg.Go(func() {
 			for time.Now().Before(deadline) {
