@@ -1,6 +1,6 @@
 "use client";
 // The whole UI: sign up or sign in with Better Auth, then the signed-in user's tasks from taskapi.
-import { useCallback, useEffect, useMemo, useState } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { authClient } from "@/lib/auth-client";
 import { taskapi, type ListQuery, type Priority, type Task, type TaskApi, type TokenMode } from "@/lib/taskapi";
 
@@ -68,7 +68,14 @@ function Tasks({ api }: { api: TaskApi }) {
   const [sort, setSort] = useState("Newest first");
   const [error, setError] = useState("");
 
-  const load = useCallback(() => api.list({ status, ...sorts[sort] }).then(setTasks), [api, status, sort]);
+  // The list as taskapi has it, for the filter and sort on screen. Only the newest fetch is shown: an older
+  // answer that comes late (a filter changed, an event came) is dropped.
+  const latest = useRef(0);
+  const load = useCallback(async () => {
+    const n = ++latest.current;
+    const list = await api.list({ status, ...sorts[sort] });
+    if (n === latest.current) setTasks(list);
+  }, [api, status, sort]);
   // Runs an action against taskapi, then shows the list as taskapi now has it; errors go on screen.
   const run = useCallback(
     (action: () => Promise<unknown>) =>
@@ -78,6 +85,56 @@ function Tasks({ api }: { api: TaskApi }) {
   useEffect(() => {
     load().catch((e: Error) => setError(e.message));
   }, [load]);
+
+  // Live updates, from this tab, other tabs and other devices: an event is applied at once where it can be
+  // (a task replaced or removed), then the list is fetched again for the filter and the sort (a new task,
+  // a reload). One fetch at a time, and one more after it if events came meanwhile: a stream that resumes
+  // may replay many. A fetch that fails is tried again 5 seconds later: the event will not come again.
+  const loadNow = useRef(load);
+  useEffect(() => {
+    loadNow.current = load;
+  }, [load]);
+  useEffect(() => {
+    let busy = false, again = false, failed = false, retry: ReturnType<typeof setTimeout> | undefined;
+    const refetch = () => {
+      if (busy) {
+        again = true;
+        return;
+      }
+      busy = true;
+      loadNow.current()
+        .then(
+          () => {
+            if (failed) setError("");
+            failed = false;
+          },
+          (e: Error) => {
+            failed = true;
+            setError(e.message);
+            clearTimeout(retry);
+            retry = setTimeout(refetch, 5000);
+          },
+        )
+        .finally(() => {
+          busy = false;
+          if (again) {
+            again = false;
+            refetch();
+          }
+        });
+    };
+    const stop = api.events((e) => {
+      if (e.type === "task.updated")
+        setTasks((ts) => ts && ts.map((t) => (t.id === e.task.id && t.version < e.task.version ? e.task : t)));
+      if (e.type === "task.deleted") setTasks((ts) => ts && ts.filter((t) => t.id !== e.id));
+      if (e.type === "tasks.deleted") setTasks((ts) => ts && ts.filter((t) => !e.ids.includes(t.id)));
+      refetch();
+    });
+    return () => {
+      stop();
+      clearTimeout(retry);
+    };
+  }, [api]);
 
   return (
     <>

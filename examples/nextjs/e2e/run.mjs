@@ -1,8 +1,9 @@
 // The example app in a real browser, against a real taskapi and a real Better Auth: Debian's Chromium
 // driven by playwright-core. Alice signs up, makes, edits, completes, filters, sorts, deletes and clears
-// tasks, reloads, signs out and in again; Bob, in a fresh browser context, sees none of it and cannot reach
-// it through taskapi either. Any console error, page error, failed request or unexpected HTTP error fails
-// the run. A screenshot of each step goes to SCREENSHOT_DIR (default e2e/screenshots/).
+// tasks, reloads, watches a second tab follow her changes live (through taskapi's event stream), signs out
+// and in again; Bob, in a fresh browser context, sees none of it and cannot reach it through taskapi either.
+// Any console error, page error, failed request or unexpected HTTP error fails the run. A screenshot of
+// each step goes to SCREENSHOT_DIR (default e2e/screenshots/).
 //
 //   APP_URL=http://127.0.0.1:3000 TASKAPI_URL=http://127.0.0.1:8080 [TOKEN_MODE=hs256] node e2e/run.mjs
 import assert from "node:assert/strict";
@@ -39,7 +40,18 @@ const isExpected = (method, url, status) => {
   return i >= 0;
 };
 const provoked = new Set(); // URLs answered with an expected error: Chromium logs each to the console too
+// The task list keeps an event stream open (GET /api/me/events?ticket=...). Leaving the list (reload,
+// sign-out, closing the tab) closes it, which Chromium reports as an aborted request: each time the test
+// leaves, it allows the page one aborted event stream, and no other failed request.
+const isStream = (url) => url.startsWith(`${apiUrl}/api/me/events?`);
+const leaves = new Map(); // page -> aborted event streams allowed
+const leaving = (page) => leaves.set(page, (leaves.get(page) ?? 0) + 1);
+const inFlight = new Map(); // page -> its requests still waiting for an answer, but event streams
 function watch(page, who) {
+  const requests = new Set();
+  inFlight.set(page, requests);
+  page.on("request", (r) => isStream(r.url()) || requests.add(r));
+  page.on("response", (r) => requests.delete(r.request()));
   page.setDefaultTimeout(10_000);
   page.on("console", (m) => {
     if (m.type() !== "error") return;
@@ -47,7 +59,14 @@ function watch(page, who) {
     problem(`${who}: console error: ${m.text()} (${m.location().url})`);
   });
   page.on("pageerror", (e) => problem(`${who}: page error: ${e.message}`));
-  page.on("requestfailed", (r) => problem(`${who}: request failed: ${r.method()} ${r.url()}: ${r.failure()?.errorText}`));
+  page.on("requestfailed", (r) => {
+    requests.delete(r);
+    if (isStream(r.url()) && r.failure()?.errorText === "net::ERR_ABORTED" && leaves.get(page) > 0) {
+      leaves.set(page, leaves.get(page) - 1);
+      return;
+    }
+    problem(`${who}: request failed: ${r.method()} ${r.url()}: ${r.failure()?.errorText}`);
+  });
   page.on("response", (r) => {
     if (r.status() < 400) return;
     if (isExpected(r.request().method(), r.url(), r.status())) provoked.add(r.url());
@@ -84,6 +103,24 @@ async function eventually(assertion) {
     }
   }
 }
+
+// Waits until no request of the page (its event stream aside) has waited for an answer for half a second.
+// An event makes the page fetch the list again, even for its own changes: leaving the page would abort that.
+async function settle(page) {
+  const requests = inFlight.get(page);
+  for (let quiet = 0, deadline = Date.now() + 10_000; quiet < 5; ) {
+    if (Date.now() > deadline) throw new Error(`still waiting for an answer: ${[...requests].map((r) => r.url()).join(", ")}`);
+    await new Promise((r) => setTimeout(r, 100));
+    quiet = requests.size ? 0 : quiet + 1;
+  }
+}
+async function reload(page) {
+  await settle(page);
+  leaving(page);
+  await page.reload();
+}
+// Resolves when the page's event stream is open (taskapi has answered 200 and the page is listening).
+const streamOpen = (page) => page.waitForResponse((r) => isStream(r.url()) && r.status() === 200);
 
 const items = (page) => page.getByRole("list", { name: "Tasks" }).getByRole("listitem");
 const item = (page, title) => items(page).filter({ has: page.locator(".title", { hasText: new RegExp(`^${title}$`) }) });
@@ -122,6 +159,7 @@ async function addTask(page, { title, priority, due, tags }) {
 }
 
 async function signOut(page) {
+  leaving(page);
   await page.getByRole("button", { name: "Sign out" }).click();
   await page.getByRole("heading", { name: "Sign in" }).waitFor();
 }
@@ -195,7 +233,7 @@ try {
   });
 
   await step("reload-keeps-everything", page, async () => {
-    await page.reload();
+    await reload(page);
     await page.getByText("Signed in as alice@example.com").waitFor();
     await expectTitles(page, ["Call mom on Sunday", "Write report", "Buy milk"]);
     assert.ok(await page.getByLabel("Completed: Write report").isChecked());
@@ -215,6 +253,54 @@ try {
     await page.getByRole("button", { name: "Clear completed" }).click();
     assert.deepEqual(await cleared, { deleted: 1 });
     await expectTitles(page, ["Call mom on Sunday"]);
+  });
+
+  // A second tab of Alice's (the same browser context: the same session) follows what she does in the first
+  // through taskapi's event stream: each change shows there within a second of taskapi's answer to the
+  // first tab, without a reload.
+  const tab = await alice.newPage();
+  watch(tab, "alice's second tab");
+  await step("second-tab-follows-live", page, async () => {
+    const opened = streamOpen(tab);
+    await tab.goto(appUrl);
+    await tab.getByText("Signed in as alice@example.com").waitFor();
+    await opened;
+    await expectTitles(tab, ["Call mom on Sunday"]);
+    await settle(tab); // what changes from now on reaches it through the stream
+    await tab.evaluate(() => (window.notReloaded = true));
+    const inTab = async (what, answered, shown) => {
+      await answered;
+      const started = Date.now();
+      await shown({ timeout: 1000 });
+      console.log(`  ${what}: shown in the second tab ${Date.now() - started} ms after taskapi answered the first`);
+    };
+
+    const form = page.getByRole("form", { name: "New task" });
+    await form.getByLabel("Title").fill("Water the plants");
+    const created = taskapiAnswer(page, "POST", 201);
+    await form.getByRole("button", { name: "Add" }).click();
+    await inTab("create", created, (o) => item(tab, "Water the plants").waitFor(o));
+    await item(page, "Water the plants").waitFor();
+
+    const toggled = taskapiAnswer(page, "PATCH", 200);
+    await page.getByLabel("Completed: Water the plants").click();
+    await inTab("toggle", toggled, (o) => tab.locator('input[aria-label="Completed: Water the plants"]:checked').waitFor(o));
+    for (const [p, which] of [[page, "first"], [tab, "second"]]) {
+      await eventually(async () => assert.ok(await p.getByLabel("Completed: Water the plants").isChecked()));
+      const file = `${String(stepNo + 1).padStart(2, "0")}-second-tab-follows-live-${which}-tab.png`;
+      await p.screenshot({ path: path.join(shots, file), fullPage: true });
+    }
+
+    const deleted = taskapiAnswer(page, "DELETE", 204);
+    await item(page, "Water the plants").getByRole("button", { name: "Delete" }).click();
+    await inTab("delete", deleted, (o) => item(tab, "Water the plants").waitFor({ state: "detached", ...o }));
+
+    assert.equal(await tab.evaluate(() => window.notReloaded), true, "the second tab was reloaded");
+    await expectTitles(page, ["Call mom on Sunday"]);
+    await expectTitles(tab, ["Call mom on Sunday"]);
+    await settle(tab);
+    leaving(tab);
+    await tab.close();
   });
 
   // Bob, in a browser context of his own (no cookies of Alice's).
@@ -245,10 +331,11 @@ try {
     assert.notEqual(own.user_id, call.user_id);
   });
   await step("bob-signs-out", bob, () => signOut(bob));
+  await settle(bob);
   await bobContext.close();
 
   await step("alice-still-sees-only-hers", page, async () => {
-    await page.reload();
+    await reload(page);
     await expectTitles(page, ["Call mom on Sunday"]);
   });
 

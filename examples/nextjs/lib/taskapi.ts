@@ -22,6 +22,12 @@ export type ListQuery = {
   order?: "asc" | "desc";
 };
 export type TokenMode = "jwks" | "hs256";
+/** What the event stream says happened (account.deleted and reload both mean: refetch the list). */
+export type TaskEvent =
+  | { type: "task.created" | "task.updated"; task: Task }
+  | { type: "task.deleted"; id: string }
+  | { type: "tasks.deleted"; ids: string[] }
+  | { type: "account.deleted" | "reload" };
 
 /** taskapi's answer to a failed request: an RFC 9457 problem (detail, and errors for each invalid field). */
 export class TaskApiError extends Error {
@@ -51,7 +57,7 @@ async function getToken(mode: TokenMode): Promise<string> {
 export function taskapi(baseUrl: string, mode: TokenMode = "jwks") {
   async function call<T>(path: string, init: RequestInit = {}): Promise<T> {
     const token = await getToken(mode);
-    const res = await fetch(`${baseUrl}/api/me/tasks${path}`, {
+    const res = await fetch(`${baseUrl}/api/me${path}`, {
       ...init,
       headers: {
         Authorization: `Bearer ${token}`,
@@ -64,15 +70,66 @@ export function taskapi(baseUrl: string, mode: TokenMode = "jwks") {
   }
   const json = (body: unknown) => JSON.stringify(body);
 
+  // A ticket opens an event stream for 60 seconds: an EventSource cannot send the token in a header.
+  const ticket = () => call<{ ticket: string; expires_at: string }>("/events/ticket", { method: "POST" });
+
+  /**
+   * Live updates: calls onEvent with each change to the user's tasks, made anywhere, until the returned
+   * function is called. A stream ends when its token expires and a ticket is good for a minute only, so
+   * on any error it opens a new stream with a fresh ticket, resuming after the last event it saw
+   * (?since=; EventSource sends Last-Event-ID only on reconnects of its own). A stream that starts from
+   * now (the first, or one before any event) reports a reload: a change may have come before it.
+   */
+  function events(onEvent: (e: TaskEvent) => void): () => void {
+    let source: EventSource | undefined, lastId = "", stopped = false, wait = 1000;
+    let retry: ReturnType<typeof setTimeout> | undefined;
+    const again = () => {
+      source?.close();
+      if (!stopped) retry = setTimeout(open, wait);
+      wait = Math.min(wait * 2, 30_000);
+    };
+    async function open() {
+      let t: string;
+      try {
+        t = (await ticket()).ticket;
+      } catch {
+        return again(); // signed out, or taskapi unreachable: try later
+      }
+      if (stopped) return;
+      const since = lastId ? `&since=${lastId}` : "";
+      const es = (source = new EventSource(`${baseUrl}/api/me/events?ticket=${encodeURIComponent(t)}${since}`));
+      es.onopen = () => {
+        wait = 1000;
+        if (!since) onEvent({ type: "reload" });
+      };
+      es.onerror = again;
+      for (const type of ["task.created", "task.updated", "task.deleted", "tasks.deleted", "account.deleted", "reload"] as const) {
+        es.addEventListener(type, (m) => {
+          lastId = m.lastEventId || lastId;
+          const data = JSON.parse(m.data); // a task, {id}, {ids} or {}
+          onEvent(type === "task.created" || type === "task.updated" ? { type, task: data } : { type, ...data });
+        });
+      }
+    }
+    open();
+    return () => {
+      stopped = true;
+      clearTimeout(retry);
+      source?.close();
+    };
+  }
+
   return {
-    list: (q: ListQuery = {}) => call<Task[]>(`?${new URLSearchParams(q as Record<string, string>)}`),
-    create: (task: TaskInput) => call<Task>("", { method: "POST", body: json(task) }),
+    list: (q: ListQuery = {}) => call<Task[]>(`/tasks?${new URLSearchParams(q as Record<string, string>)}`),
+    create: (task: TaskInput) => call<Task>("/tasks", { method: "POST", body: json(task) }),
     // If-Match: the edit goes through only if nobody changed the task since it was loaded (else 412).
     update: (task: Task, changes: Partial<TaskInput>) =>
-      call<Task>(`/${task.id}`, { method: "PATCH", body: json(changes), headers: { "If-Match": `"${task.version}"` } }),
-    toggle: (id: string) => call<Task>(`/${id}/complete`, { method: "PATCH" }),
-    remove: (id: string) => call<void>(`/${id}`, { method: "DELETE" }),
-    clearCompleted: () => call<{ deleted: number }>("?status=completed", { method: "DELETE" }),
+      call<Task>(`/tasks/${task.id}`, { method: "PATCH", body: json(changes), headers: { "If-Match": `"${task.version}"` } }),
+    toggle: (id: string) => call<Task>(`/tasks/${id}/complete`, { method: "PATCH" }),
+    remove: (id: string) => call<void>(`/tasks/${id}`, { method: "DELETE" }),
+    clearCompleted: () => call<{ deleted: number }>("/tasks?status=completed", { method: "DELETE" }),
+    ticket,
+    events,
   };
 }
 export type TaskApi = ReturnType<typeof taskapi>;
