@@ -122,7 +122,7 @@ func TestCORS(t *testing.T) {
 	if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" {
 		t.Errorf("preflight from the app: %d, allow-origin %q", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
 	}
-	for _, h := range []string{"Authorization", "Content-Type", "If-Match"} {
+	for _, h := range []string{"Authorization", "Content-Type", "If-Match", "Last-Event-ID"} {
 		if !strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), h) {
 			t.Errorf("Access-Control-Allow-Headers = %q, missing %s", resp.Header.Get("Access-Control-Allow-Headers"), h)
 		}

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestReadmeQuotesTheExample keeps the README's TypeScript true to the
+// example frontend, which the browser test runs: a block that opens with
+// the comment "// <path>" is that whole file of examples/nextjs, and any
+// other block is an excerpt found in one of its files (indentation aside).
+func TestReadmeQuotesTheExample(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const root = "examples/nextjs"
+	sources := map[string]string{}
+	for _, dir := range []string{"app", "lib"} {
+		err := filepath.WalkDir(filepath.Join(root, dir), func(path string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".ts") && !strings.HasSuffix(path, ".tsx") {
+				return err
+			}
+			b, err := os.ReadFile(path)
+			sources[path] = string(b)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// unindented drops each line's indentation and trailing spaces.
+	unindented := func(s string) string {
+		lines := strings.Split(strings.TrimSpace(s), "\n")
+		for i, l := range lines {
+			lines[i] = strings.TrimSpace(l)
+		}
+		return strings.Join(lines, "\n")
+	}
+	blocks := regexp.MustCompile("(?s)```tsx?\n(.*?)```").FindAllStringSubmatch(string(readme), -1)
+	if len(blocks) < 3 {
+		t.Fatalf("found %d TypeScript blocks in README.md; the test no longer sees them", len(blocks))
+	}
+	for _, m := range blocks {
+		block := m[1]
+		first, rest, _ := strings.Cut(block, "\n")
+		if name, ok := strings.CutPrefix(first, "// "); ok {
+			if src, ok := sources[filepath.Join(root, name)]; ok {
+				if strings.TrimSpace(rest) != strings.TrimSpace(src) {
+					t.Errorf("README.md quotes %s as a whole file, and it differs from %s", name, filepath.Join(root, name))
+				}
+				continue
+			}
+		}
+		found := false
+		for _, src := range sources {
+			found = found || strings.Contains(unindented(src), unindented(block))
+		}
+		if !found {
+			t.Errorf("README.md has a TypeScript block found in no file of %s:\n%s", root, first)
+		}
+	}
+}
