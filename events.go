@@ -1,272 +1,22 @@
-// This file is live sync: the event stream of a user's changes
-// (GET /api/{user_id}/events, server-sent events), its polling twin
-// (GET /api/{user_id}/changes), the hub that wakes each instance's streams,
-// and the one LISTEN connection that feeds it.
+// This file is live sync's HTTP side: the event stream of a user's changes
+// (GET /api/{user_id}/events, server-sent events) and its polling twin
+// (GET /api/{user_id}/changes). The hub that wakes the streams is in hub.go.
 //
-// Every write records its change in task_changes and notifies
-// "<user_id>:<position>" in the same statement (changes.go). Each instance
-// LISTENs on one connection; a notification wakes the streams of that user
-// on this instance, and each stream reads what it has not sent yet from the
-// history, after the last position it sent. A stream therefore never skips
-// or repeats a change, whether it resumes with Last-Event-ID, was woken by a
+// A stream reads what it has not sent yet from the history, after the last
+// position it sent, whenever the hub wakes it. It therefore never skips or
+// repeats a change, whether it resumes with Last-Event-ID, was woken by a
 // notification, or catches up after the listener reconnected.
 
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
-
-// eventsConfig bounds the event streams.
-type eventsConfig struct {
-	Heartbeat    time.Duration // a ": ping" comment at least this often
-	PerUser      int           // most streams one user may have open on an instance
-	MaxStreams   int           // most streams open on an instance
-	Buffer       int           // most changes a stream may fall behind before it gets reload
-	WriteTimeout time.Duration // longest one write to a stream may take
-	Retention    time.Duration // how long changes are kept
-}
-
-// errTooManyStreams is a stream past EVENTS_MAX_PER_USER or EVENTS_MAX_STREAMS.
-var errTooManyStreams = errors.New("too many event streams")
-
-// eventHub knows the open streams of this instance, by user, and wakes
-// those of a user when the listener hears of a change of theirs. A wake-up
-// never blocks: each stream has room for one pending wake-up, which stands
-// for any number of changes. It is safe for concurrent use.
-type eventHub struct {
-	cfg     eventsConfig
-	tickets ticketCodec
-
-	mu      sync.Mutex
-	streams map[string]map[*subscription]struct{}
-	total   int
-
-	listening atomic.Bool   // the LISTEN connection is up
-	done      chan struct{} // closed by close: every stream ends
-	closeOnce sync.Once
-}
-
-// subscription is one open stream's place in the hub.
-type subscription struct {
-	wake chan struct{} // capacity 1
-}
-
-// newEventHub returns a hub with no streams, not yet listening (see listen).
-func newEventHub(cfg eventsConfig, tickets ticketCodec) *eventHub {
-	return &eventHub{cfg: cfg, tickets: tickets, streams: map[string]map[*subscription]struct{}{}, done: make(chan struct{})}
-}
-
-// subscribe registers a stream of userID, or returns errTooManyStreams. A
-// stream subscribes before it reads the history, so that no change can fall
-// between the two.
-func (h *eventHub) subscribe(userID string) (*subscription, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.total >= h.cfg.MaxStreams || len(h.streams[userID]) >= h.cfg.PerUser {
-		return nil, errTooManyStreams
-	}
-	s := &subscription{wake: make(chan struct{}, 1)}
-	if h.streams[userID] == nil {
-		h.streams[userID] = map[*subscription]struct{}{}
-	}
-	h.streams[userID][s] = struct{}{}
-	h.total++
-	return s, nil
-}
-
-// unsubscribe removes a stream registered by subscribe.
-func (h *eventHub) unsubscribe(userID string, s *subscription) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if _, ok := h.streams[userID][s]; !ok {
-		return
-	}
-	delete(h.streams[userID], s)
-	if len(h.streams[userID]) == 0 {
-		delete(h.streams, userID)
-	}
-	h.total--
-}
-
-// count returns the number of open streams, of userID or, for "", of all.
-func (h *eventHub) count(userID string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if userID == "" {
-		return h.total
-	}
-	return len(h.streams[userID])
-}
-
-// wakeUser wakes every stream of userID on this instance.
-func (h *eventHub) wakeUser(userID string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for s := range h.streams[userID] {
-		s.poke()
-	}
-}
-
-// wakeAll wakes every stream, so that each catches up from the history:
-// after the listener reconnects, changes may have gone unheard.
-func (h *eventHub) wakeAll() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, streams := range h.streams {
-		for s := range streams {
-			s.poke()
-		}
-	}
-}
-
-// poke leaves a wake-up unless one is pending already.
-func (s *subscription) poke() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
-
-// close ends every stream and the listener, at shutdown: streams would
-// otherwise hold their connections until the shutdown timeout. Clients
-// reconnect, with Last-Event-ID, to another instance.
-func (h *eventHub) close() {
-	h.closeOnce.Do(func() { close(h.done) })
-}
-
-// ready reports whether the listener is up; /readyz answers 503 when not.
-func (h *eventHub) ready() bool { return h.listening.Load() }
-
-// listen opens the LISTEN connection at url, checks that notifications
-// arrive on it, and keeps it up in the background until close: a dropped
-// connection is reopened with backoff, and every stream then catches up from
-// the history. A pooler in transaction mode cannot LISTEN; listen says so
-// instead of starting a hub that would never hear anything.
-func (h *eventHub) listen(ctx context.Context, url string, logger *slog.Logger) error {
-	cfg, err := pgx.ParseConfig(url)
-	if err != nil {
-		return errors.New("DATABASE_LISTEN_URL is not a valid PostgreSQL connection string")
-	}
-	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
-		cfg.RuntimeParams["application_name"] = "taskapi-listen"
-	}
-	if cfg.ConnectTimeout == 0 {
-		cfg.ConnectTimeout = 5 * time.Second
-	}
-	conn, err := listenConn(ctx, cfg, true)
-	if err != nil {
-		return fmt.Errorf("live updates: LISTEN on DATABASE_LISTEN_URL (default DATABASE_URL) at %s failed: %w\n"+
-			"a pooler in transaction mode (PgBouncer, Neon's -pooler host) cannot LISTEN: "+
-			"set DATABASE_LISTEN_URL to a direct connection to the database", cfg.Host, err)
-	}
-	h.listening.Store(true)
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	go func() {
-		<-h.done
-		cancel()
-	}()
-	go h.receive(ctx, cfg, conn, logger)
-	return nil
-}
-
-// listenConn connects and LISTENs. With probe, it then sends a notification
-// from a second connection and waits for it, as the hub's own writes will
-// send them: a pooler in transaction mode loses it.
-func listenConn(ctx context.Context, cfg *pgx.ConnConfig, probe bool) (*pgx.Conn, error) {
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := conn.Exec(ctx, "LISTEN "+changesChannel); err != nil {
-		conn.Close(ctx)
-		return nil, err
-	}
-	if probe {
-		// The payload names no user: no stream wakes for it.
-		notifier, err := pgx.ConnectConfig(ctx, cfg)
-		if err != nil {
-			conn.Close(ctx)
-			return nil, err
-		}
-		_, err = notifier.Exec(ctx, "SELECT pg_notify($1, ':0')", changesChannel)
-		notifier.Close(ctx)
-		if err != nil {
-			conn.Close(ctx)
-			return nil, err
-		}
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		if _, err := conn.WaitForNotification(wctx); err != nil {
-			conn.Close(ctx)
-			return nil, fmt.Errorf("no notification arrived after LISTEN: %w", err)
-		}
-	}
-	return conn, nil
-}
-
-// receive wakes the streams of each notification's user until ctx ends,
-// reconnecting when the connection drops.
-func (h *eventHub) receive(ctx context.Context, cfg *pgx.ConnConfig, conn *pgx.Conn, logger *slog.Logger) {
-	defer h.listening.Store(false)
-	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err == nil {
-			if userID, _, ok := cutLast(n.Payload, ":"); ok && userID != "" {
-				h.wakeUser(userID)
-			}
-			continue
-		}
-		conn.Close(context.Background())
-		if ctx.Err() != nil {
-			return
-		}
-		h.listening.Store(false)
-		logger.Warn("live updates: the LISTEN connection dropped; reconnecting", "err", err)
-		backoff := 100 * time.Millisecond
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			if conn, err = listenConn(ctx, cfg, false); err == nil {
-				break
-			}
-			logger.Warn("live updates: LISTEN failed; retrying", "retry_in", backoff.String(), "err", err)
-			backoff = min(backoff*2, 5*time.Second)
-		}
-		h.listening.Store(true)
-		logger.Info("live updates: listening again; every stream catches up")
-		h.wakeAll()
-	}
-}
-
-// listenerReadiness answers /readyz with 503 while the hub's listener is
-// down: streams on this instance would hear of no change.
-func listenerReadiness(live *eventHub, logger *slog.Logger, next http.Handler) http.Handler {
-	if live == nil {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !live.ready() {
-			writeError(w, r, logger, fmt.Errorf("%w: the LISTEN connection is down", ErrUnavailable))
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
 
 // replayPage is how many changes a stream or a poll reads at once.
 const replayPage = 500
@@ -382,7 +132,7 @@ func handleEvents(logger *slog.Logger, store *Store, live *eventHub) http.Handle
 					return
 				}
 			case <-sub.wake:
-				changes, err := store.changesAfter(r.Context(), u.ID, last, live.cfg.Buffer+1)
+				changes, err := live.changesAfter(r.Context(), store, u.ID, last, live.cfg.Buffer+1)
 				if err != nil {
 					logger.Warn("live updates: catch up", "request_id", requestIDFrom(r.Context()), "err", err)
 					return // the client reconnects with Last-Event-ID

@@ -659,3 +659,36 @@ func TestDeletedTaskLeavesNoHistory(t *testing.T) {
 		t.Errorf("history %v, want %s", events, want)
 	}
 }
+
+// TestEventsStreamsShareReads checks that the streams of one user, woken by
+// the same notification, share one read of the history, and that sharing
+// loses nothing: each of five streams gets every one of a run of creates,
+// in order, once. Each create waits for every stream to have seen the one
+// before, so that unshared, each would cost five reads.
+func TestEventsStreamsShareReads(t *testing.T) {
+	t.Parallel()
+	e := newLiveEnv(t, testEventsConfig())
+	tok := e.token("sharer")
+	const streams, creates = 5, 30
+	var ss []*sseStream
+	for range streams {
+		ss = append(ss, openStream(t, e.srv.URL, "/api/me/events", tok, nil))
+	}
+	before := e.hub.reads.Load()
+	for i := range creates {
+		id := e.do("POST", "/api/me/tasks", tok, fmt.Sprintf(`{"title":"shared %d"}`, i)).task(t).ID
+		for n, s := range ss {
+			if ev := s.next(); ev.Event != "task.created" || !strings.Contains(ev.Data, id) {
+				t.Fatalf("stream %d, event %d: %+v, want the creation of %s", n, i, ev, id)
+			}
+		}
+	}
+	for _, s := range ss {
+		s.quiet(100 * time.Millisecond)
+	}
+	reads := e.hub.reads.Load() - before
+	t.Logf("%d streams, %d creates: %d history reads", streams, creates, reads)
+	if reads > 2*creates {
+		t.Errorf("%d history reads for %d creates seen by %d streams: the streams do not share them", reads, creates, streams)
+	}
+}
