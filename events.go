@@ -10,8 +10,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -27,6 +29,10 @@ const replayPage = 500
 // first replays every change after that position; without, it starts from
 // now. A position too old to resume from gets a reload event, as does a
 // stream that falls more than EVENTS_BUFFER changes behind, which then ends.
+//
+// Once the headers are sent, the stream takes the connection over from
+// net/http (see hijackStream) and goes on in a goroutine of its own, so that
+// an open stream, which mostly waits, costs little memory.
 func handleEvents(logger *slog.Logger, store *Store, live *eventHub) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if live == nil {
@@ -44,150 +50,314 @@ func handleEvents(logger *slog.Logger, store *Store, live *eventHub) http.Handle
 			writeError(w, r, logger, &rateLimitedError{retryAfter: time.Second})
 			return
 		}
-		defer live.unsubscribe(u.ID, sub)
+		st := &stream{logger: logger, store: store, live: live, userID: u.ID, sub: sub,
+			requestID: requestIDFrom(r.Context()), until: streamUntil(r.Context())}
 
 		// The first read comes before the headers, so that a database
 		// that does not answer is a 503, not an empty stream.
-		var (
-			backlog []Change
-			reload  bool
-			last    int64
-		)
 		if resume {
-			backlog, reload, err = store.Changes(r.Context(), u.ID, since, replayPage)
-			last = since
+			st.backlog, st.reload, err = store.Changes(r.Context(), u.ID, since, replayPage)
+			st.last = since
 		} else {
-			last, err = store.LastPosition(r.Context(), u.ID)
+			st.last, err = store.LastPosition(r.Context(), u.ID)
 		}
 		if err != nil {
+			live.unsubscribe(u.ID, sub)
 			writeError(w, r, logger, err)
 			return
 		}
-		rc := http.NewResponseController(w)
-		rc.SetReadDeadline(time.Time{}) // the server's ReadTimeout would end the stream
 		h := w.Header()
 		h.Set("Content-Type", "text/event-stream")
 		h.Set("Cache-Control", "no-store")
 		h.Set("X-Accel-Buffering", "no") // tell nginx-like proxies not to buffer
+		if out, ctx, ok := hijackStream(w, r, live); ok {
+			live.running.Add(1)
+			go func() {
+				defer live.running.Done()
+				st.run(ctx, out)
+			}()
+			return
+		}
+		// The connection cannot be taken over (HTTP/2, HTTP/1.0): the
+		// stream runs in the handler, through net/http.
+		rc := http.NewResponseController(w)
+		rc.SetReadDeadline(time.Time{}) // the server's ReadTimeout would end the stream
 		w.WriteHeader(http.StatusOK)
-		out := &sseWriter{w: w, rc: rc, timeout: live.cfg.WriteTimeout}
-		if out.comment("connected") != nil {
-			return
-		}
-		sendReload := func() {
-			p, err := store.LastPosition(r.Context(), u.ID)
-			if err != nil {
-				p = 0
-			}
-			out.event(p, "reload", []byte("{}"))
-		}
-		if reload {
-			sendReload()
-			return
-		}
-		// send writes changes and says whether the stream goes on.
-		send := func(changes []Change) bool {
-			for i := range changes {
-				c := &changes[i]
-				if c.Position <= last {
-					continue
-				}
-				if out.event(c.Position, c.Event, appendEventData(nil, c)) != nil {
-					return false
-				}
-				last = c.Position
-				if c.Event == eventAccountDeleted {
-					return false
-				}
-			}
-			return true
-		}
-		for len(backlog) > 0 {
-			if !send(backlog) {
-				return
-			}
-			if len(backlog) < replayPage {
-				break
-			}
-			if backlog, err = store.changesAfter(r.Context(), u.ID, last, replayPage); err != nil {
-				logger.Warn("live updates: replay", "request_id", requestIDFrom(r.Context()), "err", err)
-				return
-			}
-		}
-
-		heartbeat := time.NewTicker(live.cfg.Heartbeat)
-		defer heartbeat.Stop()
-		expiry := time.NewTimer(time.Until(streamUntil(r.Context())))
-		defer expiry.Stop()
-		for {
-			select {
-			case <-r.Context().Done():
-				return
-			case <-live.done:
-				return
-			case <-expiry.C:
-				return // the client reconnects, with a new token, and Last-Event-ID
-			case <-heartbeat.C:
-				if out.comment("ping") != nil {
-					return
-				}
-			case <-sub.wake:
-				changes, err := live.changesAfter(r.Context(), store, u.ID, last, live.cfg.Buffer+1)
-				if err != nil {
-					logger.Warn("live updates: catch up", "request_id", requestIDFrom(r.Context()), "err", err)
-					return // the client reconnects with Last-Event-ID
-				}
-				if len(changes) > live.cfg.Buffer {
-					sendReload()
-					return
-				}
-				if !send(changes) {
-					return
-				}
-			}
-		}
+		st.run(r.Context(), &sseWriter{w: w, rc: rc, timeout: live.cfg.WriteTimeout, bufs: live.bufs})
 	})
 }
 
-// sseWriter writes server-sent events, each flushed at once and within its
-// own write deadline: the server's WriteTimeout would end a healthy stream,
-// and a client that stops reading is let go after timeout.
+// stream is one open event stream: whose, where it is, and what it has yet
+// to send before it goes live.
+type stream struct {
+	logger    *slog.Logger
+	store     *Store
+	live      *eventHub
+	userID    string
+	sub       *subscription
+	requestID string
+	until     time.Time // when the token or ticket's authorization ends
+
+	sent    int      // events sent
+	last    int64    // the position of the last change sent (or skipped)
+	backlog []Change // changes to replay first
+	reload  bool     // the position asked for is too old: send reload and end
+}
+
+// run sends the stream's events until ctx ends (the client left), the
+// authorization expires, the hub closes, or the stream ends itself; then it
+// unsubscribes, closes out, and logs the stream's end (the request's line
+// was logged when it began).
+func (st *stream) run(ctx context.Context, out *sseWriter) {
+	began := time.Now()
+	defer func() {
+		st.live.unsubscribe(st.userID, st.sub)
+		out.close()
+		st.logger.LogAttrs(ctx, slog.LevelInfo, "event stream ended",
+			slog.Float64("duration_s", time.Since(began).Round(time.Millisecond).Seconds()),
+			slog.Int("events", st.sent),
+			slog.String("request_id", st.requestID),
+		)
+	}()
+	if out.comment("connected") != nil {
+		return
+	}
+	if st.reload {
+		st.sendReload(ctx, out)
+		return
+	}
+	backlog := st.backlog
+	st.backlog = nil
+	for len(backlog) > 0 {
+		if !st.send(out, backlog) {
+			return
+		}
+		if len(backlog) < replayPage {
+			break
+		}
+		var err error
+		if backlog, err = st.store.changesAfter(ctx, st.userID, st.last, replayPage); err != nil {
+			st.logger.Warn("live updates: replay", "request_id", st.requestID, "err", err)
+			return
+		}
+	}
+
+	heartbeat := time.NewTicker(st.live.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	expiry := time.NewTimer(time.Until(st.until))
+	defer expiry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-st.live.done:
+			return
+		case <-expiry.C:
+			return // the client reconnects, with a new token, and Last-Event-ID
+		case <-heartbeat.C:
+			if out.comment("ping") != nil {
+				return
+			}
+		case <-st.sub.wake:
+			changes, err := st.live.changesAfter(ctx, st.store, st.userID, st.last, st.live.cfg.Buffer+1)
+			if err != nil {
+				if ctx.Err() == nil {
+					st.logger.Warn("live updates: catch up", "request_id", st.requestID, "err", err)
+				}
+				return // the client reconnects with Last-Event-ID
+			}
+			if len(changes) > st.live.cfg.Buffer {
+				st.sendReload(ctx, out)
+				return
+			}
+			if !st.send(out, changes) {
+				return
+			}
+		}
+	}
+}
+
+// send writes the changes after the last one sent, and says whether the
+// stream goes on.
+func (st *stream) send(out *sseWriter, changes []Change) bool {
+	for i := range changes {
+		c := &changes[i]
+		if c.Position <= st.last {
+			continue
+		}
+		if out.change(c) != nil {
+			return false
+		}
+		st.sent++
+		st.last = c.Position
+		if c.Event == eventAccountDeleted {
+			return false
+		}
+	}
+	return true
+}
+
+// sendReload tells the client to fetch its list again and resume from the
+// latest position.
+func (st *stream) sendReload(ctx context.Context, out *sseWriter) {
+	p, err := st.store.LastPosition(ctx, st.userID)
+	if err != nil {
+		p = 0
+	}
+	out.event(p, "reload", func(b []byte) []byte { return append(b, "{}"...) })
+}
+
+// hijackStream takes the connection of an event stream over from net/http
+// and sends the response's status and headers on it, chunked as net/http
+// would send them. net/http keeps, for each connection it serves, buffers
+// of several kilobytes, a goroutine that reads ahead, and the handler's
+// goroutine, deep in the middleware: most of an idle stream's memory. A
+// taken-over stream has a goroutine that writes, with a shallow stack, one
+// that waits for the client to leave, and borrows a buffer for each write.
+// The returned context ends when the client closes the connection. ok is
+// false when the connection cannot be taken over; then nothing was written.
+func hijackStream(w http.ResponseWriter, r *http.Request, live *eventHub) (out *sseWriter, ctx context.Context, ok bool) {
+	if !r.ProtoAtLeast(1, 1) || r.Method != http.MethodGet {
+		return nil, nil, false
+	}
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, nil, false
+	}
+	out = &sseWriter{conn: conn, timeout: live.cfg.WriteTimeout, bufs: live.bufs}
+	h := w.Header()
+	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	h.Set("Transfer-Encoding", "chunked")
+	h.Set("Connection", "close") // the stream's end is the connection's
+	buf := live.bufs.get()
+	*buf = append(*buf, "HTTP/1.1 200 OK\r\n"...)
+	*buf = appendHeader(*buf, h)
+	*buf = append(*buf, "\r\n"...)
+	out.send(*buf)
+	live.bufs.put(buf)
+	// The request has been read: anything more from the client, or its
+	// end, means it is gone.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	go func() {
+		defer cancel()
+		var b [1]byte
+		for {
+			if _, err := conn.Read(b[:]); err != nil {
+				return
+			}
+		}
+	}()
+	return out, ctx, true
+}
+
+// appendHeader appends h in wire format, each line ending in CRLF.
+func appendHeader(b []byte, h http.Header) []byte {
+	for name, values := range h {
+		for _, v := range values {
+			b = append(b, name...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	return b
+}
+
+// sseWriter writes server-sent events, each sent at once and within its
+// own write deadline, so that a client that stops reading is let go after
+// timeout. It writes chunks on a taken-over connection, or else through
+// net/http's response writer.
 type sseWriter struct {
+	conn    net.Conn // the connection, taken over; nil when w is used
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
-	buf     []byte
+	bufs    *bodyBuffers
+	failed  error // the first write error: the stream is over
 }
 
-// event writes one event: id (unless 0), event and data, which is JSON
-// without newlines.
-func (s *sseWriter) event(id int64, event string, data []byte) error {
-	b := s.buf[:0]
-	if id > 0 {
-		b = append(b, "id: "...)
-		b = strconv.AppendInt(b, id, 10)
-		b = append(b, '\n')
-	}
-	b = append(b, "event: "...)
-	b = append(b, event...)
-	b = append(b, "\ndata: "...)
-	b = append(b, data...)
-	b = append(b, "\n\n"...)
-	s.buf = b
-	return s.write(b)
+// change writes one change as an event.
+func (s *sseWriter) change(c *Change) error {
+	return s.event(c.Position, c.Event, func(b []byte) []byte { return appendEventData(b, c) })
+}
+
+// event writes one event: id (unless 0), event and the data that data
+// appends, which is JSON without newlines.
+func (s *sseWriter) event(id int64, event string, data func([]byte) []byte) error {
+	return s.frame(func(b []byte) []byte {
+		if id > 0 {
+			b = append(b, "id: "...)
+			b = strconv.AppendInt(b, id, 10)
+			b = append(b, '\n')
+		}
+		b = append(b, "event: "...)
+		b = append(b, event...)
+		b = append(b, "\ndata: "...)
+		b = data(b)
+		return append(b, "\n\n"...)
+	})
 }
 
 // comment writes a comment line, which clients ignore: a heartbeat.
 func (s *sseWriter) comment(text string) error {
-	return s.write([]byte(": " + text + "\n\n"))
+	return s.frame(func(b []byte) []byte {
+		b = append(b, ": "...)
+		b = append(b, text...)
+		return append(b, "\n\n"...)
+	})
 }
 
-func (s *sseWriter) write(b []byte) error {
-	s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
-	if _, err := s.w.Write(b); err != nil {
-		return err
+// chunkHead is room for a chunk's size in hex and CRLF, before its data.
+const chunkHead = 10
+
+// frame writes what fill appends in one write: on a taken-over connection
+// as one chunk (size in hex, CRLF, data, CRLF).
+func (s *sseWriter) frame(fill func([]byte) []byte) error {
+	if s.failed != nil {
+		return s.failed
 	}
-	return s.rc.Flush()
+	buf := s.bufs.get()
+	defer s.bufs.put(buf)
+	if s.conn == nil {
+		*buf = fill(*buf)
+		b := *buf
+		s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
+		if _, err := s.w.Write(b); err != nil {
+			s.failed = err
+			return err
+		}
+		s.failed = s.rc.Flush()
+		return s.failed
+	}
+	*buf = fill(append(*buf, make([]byte, chunkHead)...))
+	b := *buf
+	size := len(b) - chunkHead
+	head := strconv.AppendInt(b[:0:0], int64(size), 16)
+	head = append(head, "\r\n"...)
+	start := chunkHead - len(head)
+	copy(b[start:], head)
+	*buf = append(b, "\r\n"...)
+	return s.send((*buf)[start:])
+}
+
+// send writes b on the taken-over connection within the write timeout.
+func (s *sseWriter) send(b []byte) error {
+	if s.failed != nil {
+		return s.failed
+	}
+	s.conn.SetWriteDeadline(time.Now().Add(s.timeout))
+	_, s.failed = s.conn.Write(b)
+	return s.failed
+}
+
+// close ends the stream: on a taken-over connection, with the last chunk,
+// and then closes the connection.
+func (s *sseWriter) close() {
+	if s.conn == nil {
+		return
+	}
+	s.send([]byte("0\r\n\r\n"))
+	s.conn.Close()
 }
 
 // parseSince reads where a stream resumes: the Last-Event-ID header, which

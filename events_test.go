@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,6 +68,7 @@ type sseStream struct {
 	events chan sseEvent
 	pings  chan struct{}
 	ended  chan struct{} // closed when the server ends the stream
+	err    error         // why reading ended, nil for a proper end; set before ended is closed
 }
 
 // openStream opens GET path with the token (if any) and headers, and
@@ -83,11 +85,18 @@ func openStream(t testing.TB, base, path, token string, headers map[string]strin
 	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
 		t.Errorf("GET %s: Cache-Control %q, want no-store", path, cc)
 	}
+	if resp.Header.Get("X-Request-ID") == "" || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("GET %s: the headers every answer has are missing: %v", path, resp.Header)
+	}
+	if !slices.Equal(resp.TransferEncoding, []string{"chunked"}) {
+		t.Errorf("GET %s: Transfer-Encoding %v, want chunked", path, resp.TransferEncoding)
+	}
 	s := &sseStream{t: t, resp: resp, events: make(chan sseEvent, 10_000), pings: make(chan struct{}, 10_000), ended: make(chan struct{})}
 	t.Cleanup(func() { resp.Body.Close() })
 	go func() {
 		defer close(s.ended)
 		sc := bufio.NewScanner(resp.Body)
+		defer func() { s.err = sc.Err() }()
 		var ev sseEvent
 		for sc.Scan() {
 			line := sc.Text()
@@ -172,6 +181,9 @@ func (s *sseStream) waitEnded(d time.Duration) {
 	s.t.Helper()
 	select {
 	case <-s.ended:
+		if s.err != nil {
+			s.t.Errorf("the stream ended without its last chunk: %v", s.err)
+		}
 	case <-time.After(d):
 		s.t.Fatalf("the stream was still open after %v", d)
 	}
@@ -690,5 +702,26 @@ func TestEventsStreamsShareReads(t *testing.T) {
 	t.Logf("%d streams, %d creates: %d history reads", streams, creates, reads)
 	if reads > 2*creates {
 		t.Errorf("%d history reads for %d creates seen by %d streams: the streams do not share them", reads, creates, streams)
+	}
+}
+
+// TestEventsClientLeaves checks that a stream whose client closes the
+// connection gives its place back at once, not at its next heartbeat: a
+// user who reloads a page a few times must not be held to
+// EVENTS_MAX_PER_USER by streams nobody reads.
+func TestEventsClientLeaves(t *testing.T) {
+	t.Parallel()
+	cfg := testEventsConfig()
+	cfg.Heartbeat, cfg.PerUser = time.Hour, 2
+	e := newLiveEnv(t, cfg)
+	tok := e.token("reloader")
+	for i := range 5 {
+		s := openStream(t, e.srv.URL, "/api/me/events", tok, nil)
+		s.close()
+		began := time.Now()
+		waitFor(t, func() bool { return e.hub.count("reloader") == 0 })
+		if d := time.Since(began); d > 2*time.Second {
+			t.Errorf("stream %d: its place was given back %v after the client left", i, d)
+		}
 	}
 }

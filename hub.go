@@ -48,9 +48,11 @@ type eventHub struct {
 	users map[string]*userStreams
 	total int
 
-	reads     atomic.Int64  // history reads made for woken streams
-	listening atomic.Bool   // the LISTEN connection is up
-	done      chan struct{} // closed by close: every stream ends
+	bufs      *bodyBuffers   // for the streams' writes
+	running   sync.WaitGroup // streams that run on connections taken over
+	reads     atomic.Int64   // history reads made for woken streams
+	listening atomic.Bool    // the LISTEN connection is up
+	done      chan struct{}  // closed by close: every stream ends
 	closeOnce sync.Once
 }
 
@@ -83,7 +85,8 @@ type sharedRead struct {
 
 // newEventHub returns a hub with no streams, not yet listening (see listen).
 func newEventHub(cfg eventsConfig, tickets ticketCodec) *eventHub {
-	return &eventHub{cfg: cfg, tickets: tickets, users: map[string]*userStreams{}, done: make(chan struct{})}
+	return &eventHub{cfg: cfg, tickets: tickets, users: map[string]*userStreams{}, bufs: newBodyBuffers(),
+		done: make(chan struct{})}
 }
 
 // subscribe registers a stream of userID, or returns errTooManyStreams. A
@@ -216,6 +219,13 @@ func (s *subscription) poke() {
 // reconnect, with Last-Event-ID, to another instance.
 func (h *eventHub) close() {
 	h.closeOnce.Do(func() { close(h.done) })
+}
+
+// closeAndWait closes the hub and waits for the streams that run on
+// connections taken over from net/http to end.
+func (h *eventHub) closeAndWait() {
+	h.close()
+	h.running.Wait()
 }
 
 // ready reports whether the listener is up; /readyz answers 503 when not.

@@ -181,6 +181,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
+	// Streams on connections taken over from net/http are not the
+	// server's to wait for: they ended with the hub, each within one write.
+	live.closeAndWait()
 	logger.Info("stopped")
 	return nil
 }

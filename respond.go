@@ -67,9 +67,21 @@ func newBodyBuffers() *bodyBuffers {
 // that a very large response grew is not kept: one big page must not hold
 // its memory for ever.
 func (b *bodyBuffers) write(w http.ResponseWriter, status int, encode func([]byte) []byte) {
-	buf := b.pool.Get().(*[]byte)
-	*buf = append(encode((*buf)[:0]), '\n')
+	buf := b.get()
+	*buf = append(encode(*buf), '\n')
 	writeBody(w, status, *buf)
+	b.put(buf)
+}
+
+// get returns an empty buffer from the pool.
+func (b *bodyBuffers) get() *[]byte {
+	buf := b.pool.Get().(*[]byte)
+	*buf = (*buf)[:0]
+	return buf
+}
+
+// put gives a buffer from get back, unless it grew too large to keep.
+func (b *bodyBuffers) put(buf *[]byte) {
 	if cap(*buf) <= 64<<10 {
 		b.pool.Put(buf)
 	}

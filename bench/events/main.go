@@ -75,9 +75,12 @@ func main() {
 		}
 		return lat.samples[min(len(lat.samples)-1, int(p*float64(len(lat.samples))))]
 	}
-	fmt.Printf("201 on A to the event on B, %d creates a second, %d streams: p50 %v, p90 %v, p99 %v, max %v; %d creates, %d events missing\n",
+	fmt.Printf("201 on A to the event on B, %d creates a second, %d streams: p50 %v, p90 %v, p99 %v, max %v; %d creates, %d failed, %d events missing\n",
 		*rate, *latStreams, q(0.5).Round(10*time.Microsecond), q(0.9).Round(10*time.Microsecond), q(0.99).Round(10*time.Microsecond),
-		q(1).Round(10*time.Microsecond), lat.sent, lat.sent-len(lat.samples))
+		q(1).Round(10*time.Microsecond), lat.sent, len(lat.failed), lat.sent-len(lat.failed)-len(lat.samples))
+	if len(lat.failed) > 0 {
+		fmt.Printf("  the first failure: %s\n", lat.failed[0])
+	}
 }
 
 type tool struct {
@@ -204,6 +207,7 @@ func (t *tool) throughput(clients int, d time.Duration) float64 {
 
 type latencyResult struct {
 	sent    int
+	failed  []string // the errors of the creates that failed
 	samples []time.Duration
 }
 
@@ -215,6 +219,7 @@ func (t *tool) latency(streams, perUser, rate int, d time.Duration) latencyResul
 		mu      sync.Mutex
 		arrived = map[string]time.Time{}
 		acked   = map[string]time.Time{}
+		failed  []string
 	)
 	users := streams / perUser
 	set := t.openStreams(streams, perUser, "lat", func(user, id string, at time.Time) {
@@ -240,18 +245,20 @@ func (t *tool) latency(streams, perUser, rate int, d time.Duration) latencyResul
 		sent++
 		wg.Go(func() {
 			id, err := t.create(fmt.Sprintf("lat-%d", u), tokens[u])
-			if err == nil {
-				mu.Lock()
-				acked[id] = time.Now()
-				mu.Unlock()
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed = append(failed, err.Error())
+				return
 			}
+			acked[id] = time.Now()
 		})
 	}
 	wg.Wait()
 	time.Sleep(2 * time.Second) // the last events
 	mu.Lock()
 	defer mu.Unlock()
-	r := latencyResult{sent: sent}
+	r := latencyResult{sent: sent, failed: failed}
 	for id, at := range acked {
 		if got, ok := arrived[id]; ok {
 			r.samples = append(r.samples, max(got.Sub(at), 0))
