@@ -62,7 +62,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	// Log lines are written in batches, at least every 100 ms, and all of
+	// them by the time run returns.
+	logOut := newLogWriter(stdout, 100*time.Millisecond)
+	defer logOut.Close()
+	logger := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
 	usingDevSecret := false
 	if cfg.DevDB {
@@ -150,6 +154,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	srv.RegisterOnShutdown(live.close) // streams end at once; clients resume elsewhere
 	logger.Info("listening", "addr", ln.Addr().String(), "version", buildVersion(),
 		"max_connections", maxConns, "open_file_limit", openFiles)
+	logOut.Flush() // whoever waits for this line sees it at once
 	if usingDevSecret {
 		token, err := mintToken(cfg.Secret, User{ID: "dev-user", Email: "dev@example.com"}, cfg.Issuer, cfg.Audience, 24*time.Hour)
 		if err != nil {

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// countingWriter records what is written to it and in how many writes.
+type countingWriter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	writes int
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.writes++
+	return w.buf.Write(p)
+}
+
+func (w *countingWriter) state() (string, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String(), w.writes
+}
+
+// TestLogWriterBatches checks that log lines from many goroutines reach the
+// output whole, in far fewer writes than lines, within the flush interval
+// when few, and all of them by Close.
+func TestLogWriterBatches(t *testing.T) {
+	t.Parallel()
+	out := &countingWriter{}
+	l := newLogWriter(out, 50*time.Millisecond)
+
+	l.Write([]byte("first\n"))
+	if s, _ := out.state(); s != "" {
+		t.Errorf("a line was written at once: %q", s)
+	}
+	waitFor(t, func() bool { s, _ := out.state(); return s == "first\n" })
+
+	var wg sync.WaitGroup
+	const writers, lines = 8, 2000
+	for g := range writers {
+		wg.Go(func() {
+			for i := range lines {
+				fmt.Fprintf(l, `{"writer":%d,"line":%d,"pad":"%s"}`+"\n", g, i, strings.Repeat("x", 100))
+			}
+		})
+	}
+	wg.Wait()
+	l.Close()
+	l.Write([]byte("after close\n"))
+
+	s, writes := out.state()
+	got := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+	if len(got) != 1+writers*lines+1 {
+		t.Fatalf("%d lines written, want %d", len(got), 1+writers*lines+1)
+	}
+	seen := map[string]bool{}
+	for _, line := range got[1 : len(got)-1] {
+		var g, i int
+		var pad string
+		if n, _ := fmt.Sscanf(line, `{"writer":%d,"line":%d,"pad":%q}`, &g, &i, &pad); n != 3 || len(pad) != 100 {
+			t.Fatalf("a line was not written whole: %q", line)
+		}
+		seen[line[:strings.Index(line, `,"pad"`)]] = true
+	}
+	if len(seen) != writers*lines || got[len(got)-1] != "after close" {
+		t.Errorf("%d distinct lines, last %q", len(seen), got[len(got)-1])
+	}
+	if writes > writers*lines/20 {
+		t.Errorf("%d lines took %d writes: not batched", writers*lines, writes)
+	}
+	t.Logf("%d lines in %d writes", writers*lines+2, writes)
+}
