@@ -224,6 +224,12 @@ func hijackStream(w http.ResponseWriter, r *http.Request, live *eventHub) (out *
 	if err != nil {
 		return nil, nil, false
 	}
+	// The kernel would let up to megabytes queue for a client that stops
+	// reading before a write waits: a small send buffer lets such a
+	// client go after a few events and the write timeout.
+	if c, ok := conn.(interface{ SetWriteBuffer(int) error }); ok {
+		c.SetWriteBuffer(streamSendBuffer)
+	}
 	out = &sseWriter{conn: conn, timeout: live.cfg.WriteTimeout, bufs: live.bufs}
 	h := w.Header()
 	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
@@ -306,6 +312,9 @@ func (s *sseWriter) comment(text string) error {
 		return append(b, "\n\n"...)
 	})
 }
+
+// streamSendBuffer is the kernel's send buffer for a stream's connection.
+const streamSendBuffer = 32 << 10
 
 // chunkHead is room for a chunk's size in hex and CRLF, before its data.
 const chunkHead = 10

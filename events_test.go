@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -722,6 +723,45 @@ func TestEventsClientLeaves(t *testing.T) {
 		waitFor(t, func() bool { return e.hub.count("reloader") == 0 })
 		if d := time.Since(began); d > 2*time.Second {
 			t.Errorf("stream %d: its place was given back %v after the client left", i, d)
+		}
+	}
+}
+
+// TestEventsClientStopsReading checks that a client that stops reading
+// its stream is let go once a write has waited EVENTS_WRITE_TIMEOUT, and
+// never holds up another user's stream meanwhile.
+func TestEventsClientStopsReading(t *testing.T) {
+	t.Parallel()
+	cfg := testEventsConfig()
+	cfg.Buffer = 10_000 // the write timeout, not the buffer, ends the stream
+	e := newLiveEnv(t, cfg)
+	tok, other := e.token("stalled"), e.token("bystander")
+
+	// A client with a small receive window that sends its request and
+	// never reads.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.(*net.TCPConn).SetReadBuffer(2048)
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /api/me/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", tok)
+	waitFor(t, func() bool { return e.hub.count("stalled") == 1 })
+	watcher := openStream(t, e.srv.URL, "/api/me/events", other, nil)
+
+	long := strings.Repeat("x", maxDescription)
+	for i := 0; e.hub.count("stalled") == 1; i++ {
+		if i == 2000 {
+			t.Fatal("2,000 events, and the stream of a client that reads none is still open")
+		}
+		if res := e.do("POST", "/api/me/tasks", tok, fmt.Sprintf(`{"title":"unread %d","description":"%s"}`, i, long)); res.Status != 201 {
+			t.Fatalf("create %d: %d %s", i, res.Status, res.Body)
+		}
+		if i%100 == 0 { // meanwhile another user's stream is served at once
+			id := e.do("POST", "/api/me/tasks", other, `{"title":"seen"}`).task(t).ID
+			if ev := watcher.next(); !strings.Contains(ev.Data, id) {
+				t.Fatalf("the bystander's stream: %+v", ev)
+			}
 		}
 	}
 }

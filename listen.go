@@ -133,6 +133,14 @@ type limitedConn struct {
 	release func()
 }
 
+// SetWriteBuffer sets the connection's send buffer, as net.TCPConn's does.
+func (c *limitedConn) SetWriteBuffer(bytes int) error {
+	if tc, ok := c.Conn.(interface{ SetWriteBuffer(int) error }); ok {
+		return tc.SetWriteBuffer(bytes)
+	}
+	return nil
+}
+
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)
