@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +53,50 @@ type dbConfig struct {
 // connection idle this long may have been dropped by a suspended database or
 // a NAT, so it is worth one.
 const pingAfterIdle = 30 * time.Second
+
+// Default pool sizes. A database on this machine serves best with about as
+// many busy connections as it has cores, and shares them with taskapi; one
+// across a network holds each pooled connection for a round trip as well,
+// so a pool of 4 caps an instance at 4 statements per round trip (about
+// 3,000 a second at 1.3 ms). bench/run's pool sweep chose these; README.md,
+// "The pool", has its table.
+const (
+	localPoolSize  = 4
+	remotePoolSize = 16
+)
+
+// defaultPoolSize returns the pool size for a DATABASE_URL: localPoolSize
+// when the database is on this machine (a Unix socket, localhost, a
+// loopback address, or no URL: the development database), else
+// remotePoolSize.
+func defaultPoolSize(url string) int {
+	if url == "" {
+		return localPoolSize
+	}
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		return localPoolSize // openDB reports the error
+	}
+	for _, host := range append([]string{cfg.Host}, fallbackHosts(cfg)...) {
+		if !(strings.HasPrefix(host, "/") || host == "localhost" || isLoopback(host)) {
+			return remotePoolSize
+		}
+	}
+	return localPoolSize
+}
+
+func fallbackHosts(cfg *pgconn.Config) []string {
+	var hosts []string
+	for _, f := range cfg.Fallbacks {
+		hosts = append(hosts, f.Host)
+	}
+	return hosts
+}
+
+func isLoopback(host string) bool {
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
 
 // openDB opens a pool to the database at cfg.URL and waits until it answers,
 // retrying with backoff for up to cfg.BootTimeout: a serverless database may

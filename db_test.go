@@ -149,3 +149,23 @@ func TestServerStatementTimeout(t *testing.T) {
 		t.Errorf("the connection after the timeout: %v", err)
 	}
 }
+
+func TestDefaultPoolSize(t *testing.T) {
+	t.Parallel()
+	for url, want := range map[string]int{
+		"":                                  localPoolSize, // the development database
+		"postgres:///app?host=/tmp/pg":      localPoolSize,
+		"postgres://u@localhost:5432/app":   localPoolSize,
+		"postgres://u@127.0.0.1/app":        localPoolSize,
+		"postgres://u@[::1]:5432/app":       localPoolSize,
+		"host=/var/run/postgresql dbname=x": localPoolSize,
+		"postgres://u:p@ep-cool-1234-pooler.us-east-2.aws.neon.tech/neondb?sslmode=require": remotePoolSize,
+		"postgres://u@10.0.0.5/app":                 remotePoolSize,
+		"postgres://u@localhost,db.example.com/app": remotePoolSize, // a fallback across the network
+		"not a url ::":                              localPoolSize,  // openDB reports it
+	} {
+		if got := defaultPoolSize(url); got != want {
+			t.Errorf("defaultPoolSize(%q) = %d, want %d", url, got, want)
+		}
+	}
+}

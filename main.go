@@ -404,7 +404,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	c.DB = dbConfig{
 		URL:             cmp.Or(getenv("DATABASE_URL"), getenv("NEON_DATABASE_URL")),
-		MaxOpenConns:    intVar("DB_MAX_CONNS", 4),
+		MaxOpenConns:    intVar("DB_MAX_CONNS", defaultPoolSize(cmp.Or(getenv("DATABASE_URL"), getenv("NEON_DATABASE_URL")))),
 		ConnMaxLifetime: durationVar("DB_CONN_MAX_LIFETIME", 30*time.Minute),
 		ConnMaxIdleTime: durationVar("DB_CONN_MAX_IDLE_TIME", 5*time.Minute),
 		ConnectTimeout:  5 * time.Second,
