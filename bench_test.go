@@ -131,7 +131,8 @@ func BenchmarkVerify(b *testing.B) {
 
 // TestBenchSQLMirrorsStore keeps the pgbench scripts of bench/run running
 // the statements taskapi runs, with pgbench variables (or, where pgbench has
-// no strings, constants) in place of the parameters.
+// no strings, constants) in place of the parameters, and the bare server
+// that bench/run measures taskapi against (BARE=1) running them unchanged.
 func TestBenchSQLMirrorsStore(t *testing.T) {
 	t.Parallel()
 	list, _, err := listQuery("u", ListOptions{Sort: SortCreated, Desc: true, Limit: 20})
@@ -156,6 +157,22 @@ func TestBenchSQLMirrorsStore(t *testing.T) {
 			}
 		}
 		if got := strings.TrimSuffix(strings.Join(sql, "\n"), ";"); got != want {
+			t.Errorf("%s runs\n%s\nbut taskapi runs\n%s", file, got, want)
+		}
+	}
+	// The bare server (bench/bare) runs the statements as they are, with
+	// the same parameters: the list's $2 is the page size plus one, 21, as
+	// taskapi's, and the create's $10 is taskapi's default quota.
+	for file, want := range map[string]string{
+		"bench/bare/list.sql":   list,
+		"bench/bare/get.sql":    getTaskSQL,
+		"bench/bare/create.sql": createTaskSQL,
+	} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(string(b)); got != want {
 			t.Errorf("%s runs\n%s\nbut taskapi runs\n%s", file, got, want)
 		}
 	}
