@@ -1,0 +1,3 @@
+module taskapi/bench/dbproxy
+
+go 1.25.0
