@@ -16,13 +16,20 @@ import (
 const logBatch = 32 << 10
 
 // logWriter is an io.Writer that collects what it is given and writes it to
-// out in batches. It is safe for concurrent use; each Write stays whole.
+// out in batches. It is safe for concurrent use; each Write stays whole. A
+// batch is written outside the lock that Writes take, from a buffer swapped
+// out under it, so that requests never wait for a write system call.
 type logWriter struct {
-	mu     sync.Mutex
-	out    io.Writer
-	buf    []byte
-	closed bool // after Close, every Write goes straight to out
+	mu      sync.Mutex // guards buf and closed
+	buf     []byte
+	spare   []byte // the other buffer, while not being written; guarded by outMu
+	closed  bool   // after Close, every Write goes straight to out
+	closing bool   // Close has begun
 
+	outMu sync.Mutex // one write to out at a time, in order
+	out   io.Writer
+
+	full chan struct{} // a batch is full: write it now
 	stop chan struct{}
 	done chan struct{}
 }
@@ -30,7 +37,8 @@ type logWriter struct {
 // newLogWriter returns a logWriter that writes to out at least every
 // interval. Close it to write what remains and stop its goroutine.
 func newLogWriter(out io.Writer, interval time.Duration) *logWriter {
-	l := &logWriter{out: out, buf: make([]byte, 0, logBatch+4<<10), stop: make(chan struct{}), done: make(chan struct{})}
+	l := &logWriter{out: out, buf: make([]byte, 0, logBatch+4<<10), spare: make([]byte, 0, logBatch+4<<10),
+		full: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(l.done)
 		tick := time.NewTicker(interval)
@@ -41,41 +49,47 @@ func newLogWriter(out io.Writer, interval time.Duration) *logWriter {
 				return
 			case <-tick.C:
 				l.Flush()
+			case <-l.full:
+				l.Flush()
 			}
 		}
 	}()
 	return l
 }
 
-// Write adds p to the batch, and writes the batch once it is full.
+// Write adds p to the batch, and has the batch written once it is full.
 func (l *logWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.closed {
+		l.mu.Unlock()
+		l.outMu.Lock()
+		defer l.outMu.Unlock()
 		return l.out.Write(p)
 	}
 	l.buf = append(l.buf, p...)
 	if len(l.buf) >= logBatch {
-		if err := l.flushLocked(); err != nil {
-			return 0, err
+		select {
+		case l.full <- struct{}{}:
+		default: // already asked
 		}
 	}
+	l.mu.Unlock()
 	return len(p), nil
 }
 
 // Flush writes what the batch holds.
 func (l *logWriter) Flush() error {
+	l.outMu.Lock()
+	defer l.outMu.Unlock()
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.flushLocked()
-}
-
-func (l *logWriter) flushLocked() error {
-	if len(l.buf) == 0 {
+	batch := l.buf
+	l.buf = l.spare[:0]
+	l.mu.Unlock()
+	l.spare = batch[:0]
+	if len(batch) == 0 {
 		return nil
 	}
-	_, err := l.out.Write(l.buf)
-	l.buf = l.buf[:0]
+	_, err := l.out.Write(batch)
 	return err
 }
 
@@ -83,14 +97,25 @@ func (l *logWriter) flushLocked() error {
 // Writes go straight to out.
 func (l *logWriter) Close() error {
 	l.mu.Lock()
-	if l.closed {
+	if l.closing {
 		l.mu.Unlock()
 		return nil
 	}
-	l.closed = true
-	err := l.flushLocked()
+	l.closing = true
 	l.mu.Unlock()
 	close(l.stop)
 	<-l.done
+	// The last batch goes out before any Write that comes after.
+	l.outMu.Lock()
+	defer l.outMu.Unlock()
+	l.mu.Lock()
+	l.closed = true
+	batch := l.buf
+	l.buf = nil
+	l.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	_, err := l.out.Write(batch)
 	return err
 }
