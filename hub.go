@@ -177,12 +177,7 @@ func (us *userStreams) wake() {
 // user, so it holds every change the streams sharing it have heard of.
 func (h *eventHub) changesAfter(ctx context.Context, store *Store, userID string, after int64, limit int) ([]Change, error) {
 	h.mu.Lock()
-	us := h.users[userID]
-	if us == nil { // not subscribed: nothing to share
-		h.mu.Unlock()
-		h.reads.Add(1)
-		return store.changesAfter(ctx, userID, after, limit)
-	}
+	us := h.users[userID] // there while the caller is subscribed
 	rd := us.read
 	if rd == nil || rd.heard != us.heard || rd.after != after || rd.limit != limit {
 		rd = &sharedRead{heard: us.heard, after: after, limit: limit, done: make(chan struct{})}

@@ -20,7 +20,7 @@ const logBatch = 32 << 10
 // batch is written outside the lock that Writes take, from a buffer swapped
 // out under it, so that requests never wait for a write system call.
 type logWriter struct {
-	mu      sync.Mutex // guards buf and closed
+	mu      sync.Mutex // guards buf, closed and closing
 	buf     []byte
 	spare   []byte // the other buffer, while not being written; guarded by outMu
 	closed  bool   // after Close, every Write goes straight to out
