@@ -8,7 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"time"
+	"sync/atomic"
 )
 
 // connLimiter is a listener that keeps at most max connections open. At
@@ -22,9 +22,10 @@ type connLimiter struct {
 	becameIdle chan struct{} // a connection went idle: one may be closed
 	closed     chan struct{} // closed with the listener, to end a waiting Accept
 	once       sync.Once
+	idleTurn   atomic.Int64 // counts connections going idle, to order them
 
-	mu   sync.Mutex
-	idle map[net.Conn]time.Time // idle connections, since when
+	mu    sync.Mutex
+	conns map[*limitedConn]struct{} // the open connections
 }
 
 // maxConnsFor returns the default connection limit for an open-file limit:
@@ -43,7 +44,7 @@ func maxConnsFor(openFiles uint64) int {
 
 func newConnLimiter(ln net.Listener, max int) *connLimiter {
 	return &connLimiter{Listener: ln, slots: make(chan struct{}, max), becameIdle: make(chan struct{}, 1),
-		closed: make(chan struct{}), idle: map[net.Conn]time.Time{}}
+		closed: make(chan struct{}), conns: map[*limitedConn]struct{}{}}
 }
 
 // Accept waits for room under the limit, making it by closing the longest
@@ -57,7 +58,11 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 		<-l.slots
 		return nil, err
 	}
-	return &limitedConn{Conn: c, release: func() { <-l.slots }}, nil
+	lc := &limitedConn{Conn: c, limiter: l}
+	l.mu.Lock()
+	l.conns[lc] = struct{}{}
+	l.mu.Unlock()
+	return lc, nil
 }
 
 // takeSlot takes a place for a connection: a free one, or that of the
@@ -89,48 +94,58 @@ func (l *connLimiter) Close() error {
 	return l.Listener.Close()
 }
 
-// track follows the state of each connection (http.Server.ConnState).
+// track follows the state of each connection (http.Server.ConnState). It
+// runs twice for every request on a kept-alive connection, so it only
+// marks the connection: idle, with its turn, or busy.
 func (l *connLimiter) track(c net.Conn, state http.ConnState) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if state == http.StateIdle {
-		l.idle[c] = time.Now()
-		select {
-		case l.becameIdle <- struct{}{}:
-		default:
-		}
-	} else {
-		delete(l.idle, c)
+	lc, ok := c.(*limitedConn)
+	if !ok {
+		return
+	}
+	if state != http.StateIdle {
+		lc.idleTurn.Store(0)
+		return
+	}
+	lc.idleTurn.Store(l.idleTurn.Add(1))
+	select {
+	case l.becameIdle <- struct{}{}:
+	default:
 	}
 }
 
 // closeOldestIdle closes the connection idle the longest, and reports
 // whether there was one.
 func (l *connLimiter) closeOldestIdle() bool {
-	l.mu.Lock()
-	var (
-		oldest net.Conn
-		since  time.Time
-	)
-	for conn, t := range l.idle {
-		if oldest == nil || t.Before(since) {
-			oldest, since = conn, t
+	for {
+		var (
+			oldest *limitedConn
+			turn   int64
+		)
+		l.mu.Lock()
+		for c := range l.conns {
+			if t := c.idleTurn.Load(); t != 0 && (oldest == nil || t < turn) {
+				oldest, turn = c, t
+			}
+		}
+		l.mu.Unlock()
+		if oldest == nil {
+			return false
+		}
+		// Claim it, unless a request came on it meanwhile.
+		if oldest.idleTurn.CompareAndSwap(turn, 0) {
+			oldest.Close()
+			return true
 		}
 	}
-	delete(l.idle, oldest)
-	l.mu.Unlock()
-	if oldest == nil {
-		return false
-	}
-	oldest.Close()
-	return true
 }
 
-// limitedConn gives its slot back once, when closed.
+// limitedConn is a connection under a connLimiter: it gives its place back
+// once, when closed.
 type limitedConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	limiter  *connLimiter
+	idleTurn atomic.Int64 // when it went idle, in the limiter's turns; 0 while busy
+	once     sync.Once
 }
 
 // SetWriteBuffer sets the connection's send buffer, as net.TCPConn's does.
@@ -143,6 +158,13 @@ func (c *limitedConn) SetWriteBuffer(bytes int) error {
 
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.release)
+	c.once.Do(func() {
+		c.idleTurn.Store(0)
+		l := c.limiter
+		l.mu.Lock()
+		delete(l.conns, c)
+		l.mu.Unlock()
+		<-l.slots
+	})
 	return err
 }

@@ -50,7 +50,13 @@ func (c *countedConn) Close() error {
 func (l *connLimiter) idleCount() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.idle)
+	n := 0
+	for c := range l.conns {
+		if c.idleTurn.Load() != 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // TestConnectionLimit checks that a server behind connLimiter never has

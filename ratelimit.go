@@ -137,6 +137,7 @@ type userGate struct {
 
 	mu    sync.Mutex
 	users map[string]*userSlots
+	spare []*userSlots // entries no request holds, for the next user to come
 }
 
 // userSlots are one user's places: a semaphore, and how many requests hold
@@ -145,6 +146,10 @@ type userSlots struct {
 	sem  chan struct{}
 	refs int
 }
+
+// maxSpareSlots bounds the entries a gate keeps for reuse: enough for the
+// users active at once on a busy instance, so that a request makes none.
+const maxSpareSlots = 256
 
 // newUserGate returns a gate of max requests at once per user, or nil,
 // which limits nothing, when max is 0.
@@ -156,40 +161,57 @@ func newUserGate(max int, wait time.Duration) *userGate {
 }
 
 // enter takes one of the user's places, waiting up to g.wait (or until ctx
-// ends) for one. It returns a function that gives the place back, or false
-// when none came free.
-func (g *userGate) enter(ctx context.Context, userID string) (func(), bool) {
+// ends) for one. It returns the user's entry, to give the place back with
+// exit, or false when none came free.
+func (g *userGate) enter(ctx context.Context, userID string) (*userSlots, bool) {
 	g.mu.Lock()
 	s, ok := g.users[userID]
 	if !ok {
-		s = &userSlots{sem: make(chan struct{}, g.max)}
+		if n := len(g.spare); n > 0 {
+			s, g.spare = g.spare[n-1], g.spare[:n-1]
+		} else {
+			s = &userSlots{sem: make(chan struct{}, g.max)}
+		}
 		g.users[userID] = s
 	}
 	s.refs++
 	g.mu.Unlock()
-	leave := func() {
-		g.mu.Lock()
-		if s.refs--; s.refs == 0 {
-			delete(g.users, userID)
-		}
-		g.mu.Unlock()
-	}
 
 	select {
 	case s.sem <- struct{}{}:
-		return func() { <-s.sem; leave() }, true
+		return s, true
 	default:
 	}
 	timer := time.NewTimer(g.wait)
 	defer timer.Stop()
 	select {
 	case s.sem <- struct{}{}:
-		return func() { <-s.sem; leave() }, true
+		return s, true
 	case <-timer.C:
 	case <-ctx.Done():
 	}
-	leave()
+	g.forget(userID, s)
 	return nil, false
+}
+
+// exit gives back the place that enter took.
+func (g *userGate) exit(userID string, s *userSlots) {
+	<-s.sem
+	g.forget(userID, s)
+}
+
+// forget drops a request's reference to the user's entry, and the entry
+// with the last one.
+func (g *userGate) forget(userID string, s *userSlots) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if s.refs--; s.refs > 0 {
+		return
+	}
+	delete(g.users, userID)
+	if len(g.spare) < maxSpareSlots {
+		g.spare = append(g.spare, s)
+	}
 }
 
 // limitConcurrency returns middleware that holds each authenticated user to
@@ -200,12 +222,13 @@ func limitConcurrency(g *userGate, logger *slog.Logger) func(http.Handler) http.
 			return next
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			done, ok := g.enter(r.Context(), userFrom(r.Context()).ID)
+			id := userFrom(r.Context()).ID
+			s, ok := g.enter(r.Context(), id)
 			if !ok {
 				writeError(w, r, logger, &rateLimitedError{retryAfter: time.Second})
 				return
 			}
-			defer done()
+			defer g.exit(id, s)
 			next.ServeHTTP(w, r)
 		})
 	}
