@@ -1,6 +1,8 @@
 // This file reads PostgreSQL's text form of a text[] (the tags column) into
-// a []string by hand. It replaces selecting to_json(tags) and decoding that
-// with encoding/json; see its doc comment for what it buys.
+// a []string by hand. It replaces pgx's own scanning through a type map
+// (pgtype.NewMap().SQLScanner), which costs 1.15 µs and 25 allocations a
+// row against 0.18 µs and 3 here; a list of 20 serves about 1.16 times the
+// requests with it (README, Performance).
 
 package main
 
@@ -10,9 +12,9 @@ import (
 	"strings"
 )
 
-// textArray scans a PostgreSQL text[] into a []string. database/sql before
-// Go 1.27 cannot scan an array into a slice, and the driver hands it over in
-// PostgreSQL's text form: {a,"b c","say \"hi\""}.
+// textArray scans a PostgreSQL text[] into a []string. database/sql cannot
+// scan an array into a slice, and the driver hands it over in PostgreSQL's
+// text form: {a,"b c","say \"hi\""}.
 type textArray []string
 
 func (a *textArray) Scan(src any) error {
