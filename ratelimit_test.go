@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"database/sql"
 	"log/slog"
 	"net/http/httptest"
@@ -178,5 +179,45 @@ func TestFailedAuthIsLimited(t *testing.T) {
 	}
 	if res := from("198.51.100.1", e.token("elsewhere")); res.Status != 200 {
 		t.Errorf("another address: %d, want 200", res.Status)
+	}
+}
+
+// TestUserGateEntries checks the gate's bookkeeping: a user's places are
+// limited, given back on exit, and the user's entry goes with the last
+// request, to be reused for the next user rather than kept.
+func TestUserGateEntries(t *testing.T) {
+	t.Parallel()
+	g := newUserGate(2, 10*time.Millisecond)
+	ctx := context.Background()
+	a1, ok1 := g.enter(ctx, "a")
+	a2, ok2 := g.enter(ctx, "a")
+	if !ok1 || !ok2 {
+		t.Fatalf("two places for a: got %v and %v, want both", ok1, ok2)
+	}
+	if _, ok := g.enter(ctx, "a"); ok {
+		t.Fatal("a third place for a: got one, want none while two are held")
+	}
+	if _, ok := g.enter(ctx, "b"); !ok {
+		t.Fatal("a place for b while a holds two: got none, want one")
+	}
+	g.exit("a", a1)
+	a3, ok := g.enter(ctx, "a")
+	if !ok {
+		t.Fatal("a place for a after one was given back: got none, want one")
+	}
+	g.exit("a", a2)
+	g.exit("a", a3)
+	if _, held := g.users["a"]; held {
+		t.Error("a's entry after its last request: still held, want gone")
+	}
+	if len(g.spare) != 1 || g.spare[0] != a1 {
+		t.Errorf("spare entries: got %d, want a's one entry kept for reuse", len(g.spare))
+	}
+	c, _ := g.enter(ctx, "c")
+	if c != a1 {
+		t.Error("c's entry: got a new one, want a's spare reused")
+	}
+	if n := len(c.sem); n != 1 {
+		t.Errorf("c's reused entry holds %d places, want 1 (its own)", n)
 	}
 }
