@@ -197,21 +197,27 @@ func (req *taskRequest) validate(errs *fieldErrors) TaskPatch {
 }
 
 // cleanTags trims each tag, drops duplicates (keeping the first) and checks
-// the limits.
+// the limits. It stops at the first distinct tag past maxTags: no later tag
+// can make the list valid, so a body of thousands costs no more than one of
+// maxTags+1.
 func cleanTags(raw []string, errs *fieldErrors) []string {
-	tags := make([]string, 0, min(len(raw), maxTags+1))
+	tags := make([]string, 0, min(len(raw), maxTags))
 	seen := make(map[string]bool, len(tags))
 	for i, tag := range raw {
 		tag = trimText(tag)
 		if msg := checkText(tag, 1, maxTag); msg != "" {
 			errs.add(fmt.Sprintf("tags[%d]", i), msg)
-		} else if !seen[tag] {
-			seen[tag] = true
-			tags = append(tags, tag)
+			continue
 		}
-	}
-	if len(tags) > maxTags {
-		errs.add("tags", fmt.Sprintf("must hold at most %d distinct tags (got %d)", maxTags, len(tags)))
+		if seen[tag] {
+			continue
+		}
+		if len(tags) == maxTags {
+			errs.add("tags", fmt.Sprintf("must hold at most %d distinct tags (tags[%d] is one more)", maxTags, i))
+			return tags
+		}
+		seen[tag] = true
+		tags = append(tags, tag)
 	}
 	return tags
 }

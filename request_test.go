@@ -212,6 +212,9 @@ func TestHugeTagListsAreCheap(t *testing.T) {
 	}{
 		{"21,000 empty tags", manyTags(21_000, true), 21_000},
 		{"3,000 distinct tags", manyTags(3_000, false), 1},
+		// Past the limit nothing more is checked: the tags too long after
+		// the 21st distinct one are not counted.
+		{"21 distinct tags, then 1,100 too long", append(manyTags(21, false), manyLongTags(1_100)...), 1},
 	} {
 		body := mustJSON(map[string]any{"title": "t", "tags": c.tags})
 		if len(body) > maxBodyBytes {
@@ -227,6 +230,15 @@ func TestHugeTagListsAreCheap(t *testing.T) {
 	if n := countTasks(t, e, tok); n != 0 {
 		t.Errorf("%d tasks made by refused requests", n)
 	}
+}
+
+// manyLongTags returns n distinct tags one character over the limit.
+func manyLongTags(n int) []string {
+	tags := make([]string, n)
+	for i := range tags {
+		tags[i] = fmt.Sprintf("%0*d", maxTag+1, i)
+	}
+	return tags
 }
 
 // BenchmarkCleanTags measures the tag check of a 64 KiB body of distinct
