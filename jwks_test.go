@@ -181,11 +181,15 @@ func TestJWKSRefreshNeverBlocksKnownKid(t *testing.T) {
 	t.Parallel()
 	ed := newEd25519Key(t, "ed-1")
 	jwks := newJWKSServer(t, ed.jwk(t))
-	e := newTestEnv(t, jwksConfig(jwks.URL))
+	cfg := jwksConfig(jwks.URL)
+	// A fetch may hang for longer than the test waits for an answer, so
+	// that a request that waited for the refresh is seen waiting.
+	cfg.Client = &http.Client{Timeout: 10 * time.Second}
+	e := newTestEnv(t, cfg)
 	clock := newFakeClock()
 	e.useClock(clock)
 	if s := e.do("GET", "/api/me/tasks", ed.sign(t, betterAuthClaimsAt("u", clock.now())), nil).Status; s != 200 {
-		t.Fatalf("first token: %d", s)
+		t.Fatalf("first token: %d, want 200", s)
 	}
 	hold := make(chan struct{})
 	jwks.hold.Store(hold)
