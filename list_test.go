@@ -393,13 +393,15 @@ func TestListPlansUseIndexes(t *testing.T) {
 	ctx := context.Background()
 	for _, stmt := range []string{
 		`INSERT INTO users (id) SELECT 'u' || g FROM generate_series(1, 200) g`,
-		`INSERT INTO tasks (user_id, title, priority, due_date, completed)
+		`INSERT INTO tasks (user_id, title, priority, due_date, completed, tags)
 		 SELECT 'u' || (g % 200 + 1), 'task ' || (g % 97), (ARRAY['low','medium','high'])[g % 3 + 1],
-		        CASE WHEN g % 5 = 0 THEN NULL ELSE now() + (g % 365) * interval '1 day' END, g % 4 = 0
+		        CASE WHEN g % 5 = 0 THEN NULL ELSE now() + (g % 365) * interval '1 day' END, g % 4 = 0,
+		        ARRAY['work', 't' || (g % 7)]
 		   FROM generate_series(1, 40000) g`,
-		`INSERT INTO tasks (user_id, title, priority, due_date)
+		`INSERT INTO tasks (user_id, title, priority, due_date, tags)
 		 SELECT 'u7', 'mine ' || (g % 89), (ARRAY['low','medium','high'])[g % 3 + 1],
-		        CASE WHEN g % 5 = 0 THEN NULL ELSE now() + (g % 365) * interval '1 day' END
+		        CASE WHEN g % 5 = 0 THEN NULL ELSE now() + (g % 365) * interval '1 day' END,
+		        ARRAY['work', 't' || (g % 7)]
 		   FROM generate_series(1, 5000) g`,
 		`ANALYZE tasks`,
 	} {
@@ -411,16 +413,26 @@ func TestListPlansUseIndexes(t *testing.T) {
 	for sort := range sortKeys {
 		for _, desc := range []bool{false, true} {
 			for _, page := range []bool{false, true} {
-				for _, filtered := range []bool{false, true} {
+				// The filters a user can make slow: a tag every user has, a
+				// tag none has, a search; each must still read only the
+				// user's own rows, through the user's index.
+				for _, filter := range []string{"", "status", "tag", "no such tag", "search"} {
 					opts := ListOptions{Sort: sort, Desc: desc, Limit: 100}
 					if page {
 						first := Task{ID: "00000000-0000-4000-8000-000000000000", CreatedAt: time.Now(), UpdatedAt: time.Now(), Title: "mine 50", Priority: "medium"}
 						opts.After = positionOf(sort, desc, first)
 					}
-					if filtered {
+					switch filter {
+					case "status":
 						opts.Completed = &pending
+					case "tag":
+						opts.Tags = []string{"work"}
+					case "no such tag":
+						opts.Tags = []string{"nomatch"}
+					case "search":
+						opts.Query = "nomatch"
 					}
-					explainList(t, db, opts)
+					explainList(t, db, opts, filter)
 				}
 			}
 		}
@@ -428,9 +440,10 @@ func TestListPlansUseIndexes(t *testing.T) {
 }
 
 // explainList fails the test unless the list statement for opts is an index
-// scan that needs no sort, both as planned for its arguments and as the
+// scan that needs no sort (with a filter that can match few rows: a scan
+// bounded to the user's rows through the user's index), both as planned for its arguments and as the
 // generic plan PostgreSQL caches for a prepared statement after a few runs.
-func explainList(t *testing.T, db *sql.DB, opts ListOptions) {
+func explainList(t *testing.T, db *sql.DB, opts ListOptions, filter string) {
 	t.Helper()
 	query, args, err := listQuery("u7", opts)
 	if err != nil {
@@ -442,11 +455,17 @@ func explainList(t *testing.T, db *sql.DB, opts ListOptions) {
 		switch v := a.(type) {
 		case string:
 			literals[i] = "'" + strings.ReplaceAll(v, "'", "''") + "'"
+		case []string:
+			quoted := make([]string, len(v))
+			for j, s := range v {
+				quoted[j] = "'" + strings.ReplaceAll(s, "'", "''") + "'"
+			}
+			literals[i] = "ARRAY[" + strings.Join(quoted, ", ") + "]::text[]"
 		default:
 			literals[i] = fmt.Sprint(v)
 		}
 	}
-	name := fmt.Sprintf("sort=%s desc=%v page=%v status=%v", opts.Sort, opts.Desc, opts.After != "", opts.Completed != nil)
+	name := fmt.Sprintf("sort=%s desc=%v page=%v filter=%q", opts.Sort, opts.Desc, opts.After != "", filter)
 	for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
 		// One transaction, so that it holds one session even behind a pooler.
 		tx, err := db.BeginTx(ctx, nil)
@@ -476,8 +495,23 @@ func explainList(t *testing.T, db *sql.DB, opts ListOptions) {
 			t.Fatal(err)
 		}
 		text := strings.Join(plan, "\n")
-		if !strings.Contains(text, "Index Scan") || strings.Contains(text, "Sort") || strings.Contains(text, "Seq Scan") {
-			t.Errorf("%s, %s: the plan is not an index scan without a sort:\n%s", name, mode, text)
+		switch filter {
+		case "", "status":
+			if !strings.Contains(text, "Index Scan") || strings.Contains(text, "Sort") || strings.Contains(text, "Seq Scan") {
+				t.Errorf("%s, %s: the plan is not an index scan without a sort:\n%s", name, mode, text)
+			}
+		default:
+			// A filter that matches few rows may be read and sorted whole,
+			// as long as what is read is the user's rows only.
+			bounded := strings.Contains(text, "Index Cond:")
+			for _, line := range plan {
+				if strings.Contains(line, "Index Cond:") && !strings.Contains(line, "(user_id = ") {
+					bounded = false // an index read across users
+				}
+			}
+			if strings.Contains(text, "Seq Scan") || !bounded {
+				t.Errorf("%s, %s: the plan reads more than the user's rows through the user's index:\n%s", name, mode, text)
+			}
 		}
 	}
 }
