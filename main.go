@@ -140,7 +140,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		// (no request is ever sent on a connection being closed), and
 		// clients that hoard idle connections are let go within a minute.
 		IdleTimeout:    65 * time.Second,
-		MaxHeaderBytes: 1 << 20, // larger headers are cut off with 431
+		MaxHeaderBytes: 64 << 10, // larger headers are cut off with 431
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	tcp, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, cfg.Port))

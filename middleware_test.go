@@ -170,3 +170,18 @@ func TestPanicRecovery(t *testing.T) {
 		t.Errorf("the panic was not logged with the request id:\n%s", logs)
 	}
 }
+
+// TestRequestLogIsBounded checks that the request line logs no unbounded
+// text of the client's: a method is any token the client likes.
+func TestRequestLogIsBounded(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	method := strings.Repeat("M", 4<<10)
+	before := len(e.logs.String())
+	if res := e.do(method, "/api/me/tasks", e.token("u"), nil); res.Status != 405 {
+		t.Errorf("a 4 KiB method: status %d, want 405", res.Status)
+	}
+	if logged := len(e.logs.String()) - before; logged > 1<<10 {
+		t.Errorf("a 4 KiB method logged %d bytes, want under 1 KiB", logged)
+	}
+}
