@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"slices"
@@ -219,5 +220,25 @@ func TestUserGateEntries(t *testing.T) {
 	}
 	if n := len(c.sem); n != 1 {
 		t.Errorf("c's reused entry holds %d places, want 1 (its own)", n)
+	}
+}
+
+// TestFailedAuthIgnoresUntrustedHeader checks that without a configured
+// client-address header, a client cannot escape the failed-authentication
+// limit by naming a new address in one: its connection's address counts.
+func TestFailedAuthIgnoresUntrustedHeader(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	e.srv.Config.Handler = newServer(testLogger(), "test", e.store, e.verifier,
+		guards{failedAuth: newAddrLimiter(0.5, 5, "")}, newCursorCodec([]byte("k")), nil, nil)
+	bad := "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0." + strings.Repeat("A", 43)
+	statuses := map[int]int{}
+	for i := range 20 {
+		addr := fmt.Sprintf("203.0.113.%d", i+1) // a new address every time
+		res := e.doWith("GET", "/api/me/tasks", bad, map[string]string{"Fly-Client-IP": addr, "X-Forwarded-For": addr}, "")
+		statuses[res.Status]++
+	}
+	if statuses[401] != 5 || statuses[429] != 15 {
+		t.Errorf("20 bad tokens naming 20 addresses in headers: got %v, want 5 401s and 15 429s", statuses)
 	}
 }
