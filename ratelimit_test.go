@@ -242,3 +242,76 @@ func TestFailedAuthIgnoresUntrustedHeader(t *testing.T) {
 		t.Errorf("20 bad tokens naming 20 addresses in headers: got %v, want 5 401s and 15 429s", statuses)
 	}
 }
+
+// TestSlowFiltersDoNotSlowOthers has one user with a full quota of tasks
+// loop on the filters that read all of them (a tag and a search that match
+// nothing), from six clients at once, while another user lists: the other
+// user's p99 must stay within a small multiple of its quiet value.
+func TestSlowFiltersDoNotSlowOthers(t *testing.T) {
+	t.Parallel()
+	db, _ := newTestDB(t) // a pool of 4
+	e := newTestEnvOn(t, db, nil)
+	e.srv.Config.Handler = newServer(testLogger(), "test", e.store, e.verifier,
+		guards{concurrency: newUserGate(2, time.Second)}, newCursorCodec([]byte("k")), nil, nil)
+	hog, other := e.token("hog"), e.token("other")
+	e.do("POST", "/api/me/tasks", hog, `{"title":"first"}`)
+	e.do("POST", "/api/me/tasks", other, `{"title":"mine"}`)
+	if _, err := db.Exec(`INSERT INTO tasks (user_id, title, description, tags)
+		SELECT 'hog', 'task ' || g, 'a description of task ' || g, ARRAY['work', 't' || (g % 7)]
+		  FROM generate_series(2, $1) g`, testTaskQuota); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("ANALYZE tasks"); err != nil {
+		t.Fatal(err)
+	}
+	listP99 := func() time.Duration {
+		var latencies []time.Duration
+		for range 100 {
+			start := time.Now()
+			if res := e.do("GET", "/api/me/tasks?limit=5", other, nil); res.Status != 200 {
+				t.Errorf("the other user's list: status %d, want 200", res.Status)
+			}
+			latencies = append(latencies, time.Since(start))
+		}
+		slices.Sort(latencies)
+		return latencies[98]
+	}
+	quiet := listP99()
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	hogAnswers := map[int]int{}
+	for i := range 6 {
+		path := "/api/me/tasks?tag=nomatch&limit=5"
+		if i%2 == 1 {
+			path = "/api/me/tasks?q=nomatch&limit=5"
+		}
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				s := e.do("GET", path, hog, nil).Status
+				mu.Lock()
+				hogAnswers[s]++
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond)
+	hammered := listP99()
+	close(stop)
+	wg.Wait()
+	t.Logf("the other user's list p99: %v quiet, %v with six clients of a user of %d tasks on slow filters (their answers: %v)",
+		quiet, hammered, testTaskQuota, hogAnswers)
+	if limit := 20*quiet + 100*time.Millisecond; hammered > limit {
+		t.Errorf("the other user's list p99 under the slow filters: got %v, want at most %v (20 times the quiet %v, plus 100 ms)",
+			hammered, limit, quiet)
+	}
+	if hogAnswers[200] == 0 {
+		t.Errorf("the slow filters' answers: got %v, want some 200s", hogAnswers)
+	}
+}
