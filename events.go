@@ -427,20 +427,6 @@ func handleChanges(logger *slog.Logger, store *Store, bufs *bodyBuffers) http.Ha
 		if len(changes) > 0 {
 			next = changes[len(changes)-1].Position
 		}
-		bufs.write(w, http.StatusOK, func(b []byte) []byte {
-			b = append(b, `{"changes":[`...)
-			for i := range changes {
-				if i > 0 {
-					b = append(b, ',')
-				}
-				b = appendChange(b, &changes[i])
-			}
-			b = append(b, `],"next":`...)
-			b = strconv.AppendInt(b, next, 10)
-			if reload {
-				b = append(b, `,"reload":true`...)
-			}
-			return append(b, '}')
-		})
+		bufs.write(w, http.StatusOK, func(b []byte) []byte { return appendChanges(b, changes, next, reload) })
 	})
 }
