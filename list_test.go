@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -381,6 +382,26 @@ func TestStatsAndBulkDelete(t *testing.T) {
 	}
 	if res := e.do("DELETE", "/api/other/tasks?status=completed", tok, nil); res.Status != 403 {
 		t.Errorf("bulk delete on another user's path: %d, want 403", res.Status)
+	}
+}
+
+// TestListLimitBelowOne checks that ListTasks refuses a Limit below 1, a
+// bug in the caller, with an error rather than a panic.
+func TestListLimitBelowOne(t *testing.T) {
+	t.Parallel()
+	db, _ := newTestDB(t)
+	ctx := context.Background()
+	store := NewStore(db, 5*time.Second, testTaskQuota)
+	for _, title := range []string{"a", "b"} {
+		if _, err := store.CreateTask(ctx, User{ID: "u"}, NewTask{Title: title, Priority: "medium"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, limit := range []int{0, -1} {
+		page, err := store.ListTasks(ctx, "u", ListOptions{Sort: SortCreated, Limit: limit})
+		if err == nil || errors.Is(err, ErrBadPosition) {
+			t.Errorf("ListTasks(Limit: %d) = %d tasks, %v; want an error other than ErrBadPosition", limit, len(page.Tasks), err)
+		}
 	}
 }
 
