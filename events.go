@@ -388,11 +388,11 @@ func parseSince(r *http.Request) (since int64, resume bool, err error) {
 }
 
 // handleChanges answers GET /api/{user_id}/changes?since=&limit= with the
-// caller's changes after since (default 0), oldest first, at most limit
-// (1 to maxLimit, default 100): {"changes": [...], "next": position}. A client polls
-// again with since=next. A position too old to resume from gets
-// {"changes": [], "next": <latest>, "reload": true}: refetch the list, then
-// poll from next.
+// caller's changes after since (default 0), oldest first, at most limit (1
+// to maxLimit, default defaultChangesLimit): {"changes": [...], "next":
+// position}. A client polls again with since=next. A position too old to
+// resume from gets {"changes": [], "next": <latest>, "reload": true}:
+// refetch the list, then poll from next.
 func handleChanges(logger *slog.Logger, store *Store, bufs *bodyBuffers) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u := userFrom(r.Context())
@@ -408,7 +408,7 @@ func handleChanges(logger *slog.Logger, store *Store, bufs *bodyBuffers) http.Ha
 			writeError(w, r, logger, err)
 			return
 		}
-		limit := 100
+		limit := defaultChangesLimit
 		if v := q.Get("limit"); v != "" {
 			if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > maxLimit {
 				writeError(w, r, logger, badRequest("limit must be a whole number from 1 to %d.", maxLimit))

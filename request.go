@@ -361,14 +361,6 @@ func unmarshalStrict(body []byte, dst any) error {
 	return nil
 }
 
-// Limits of the list query parameters. A list without a limit is one full
-// page, so that clients that never read the Link header see every task of
-// a list of up to maxLimit.
-const (
-	defaultLimit = maxLimit
-	maxLimit     = 500
-)
-
 // listParams are the query parameters of a list, each with the other names
 // that frontends written for other backends give it. A parameter whose name
 // starts with "_" (a cache buster) is ignored; any other is refused, so that
@@ -424,7 +416,7 @@ func parseListOptions(q url.Values) (ListOptions, error) {
 			return ListOptions{}, badRequest("The query parameter %q is not one a list accepts; use %s.", truncate(name, 40), listParamNames())
 		}
 	}
-	opts := ListOptions{Sort: SortCreated, Limit: defaultLimit}
+	opts := ListOptions{Sort: SortCreated, Limit: defaultListLimit}
 	status, err := listParam(q, "status", "completed", func(v string) string {
 		switch v {
 		case "true":
