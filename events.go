@@ -397,23 +397,19 @@ func handleChanges(logger *slog.Logger, store *Store, bufs *bodyBuffers) http.Ha
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u := userFrom(r.Context())
 		q := r.URL.Query()
-		for name := range q {
-			if name != "since" && name != "limit" && !strings.HasPrefix(name, "_") {
-				writeError(w, r, logger, badRequest("Unknown parameter %q; the accepted ones are since and limit.", truncate(name, 50)))
-				return
-			}
+		if name, ok := unknownParam(q, func(name string) bool { return name == "since" || name == "limit" }); ok {
+			writeError(w, r, logger, badRequest("Unknown parameter %q; the accepted ones are since and limit.", truncate(name, 50)))
+			return
 		}
 		since, _, err := parseSince(r)
 		if err != nil {
 			writeError(w, r, logger, err)
 			return
 		}
-		limit := defaultChangesLimit
-		if v := q.Get("limit"); v != "" {
-			if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > maxLimit {
-				writeError(w, r, logger, badRequest("limit must be a whole number from 1 to %d.", maxLimit))
-				return
-			}
+		limit, ok := parseLimit(q, defaultChangesLimit)
+		if !ok {
+			writeError(w, r, logger, badRequest("limit must be a whole number from 1 to %d.", maxLimit))
+			return
 		}
 		changes, reload, err := store.Changes(r.Context(), u.ID, since, limit)
 		next := since
