@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"log/slog"
 	"sync"
@@ -167,5 +168,55 @@ func TestDefaultPoolSize(t *testing.T) {
 		if got := defaultPoolSize(url); got != want {
 			t.Errorf("defaultPoolSize(%q) = %d, want %d", url, got, want)
 		}
+	}
+}
+
+//go:embed testdata/schema-v1.sql
+var schemaV1 string
+
+// TestUpgradeFromFirstSchema boots the current schema on a database made
+// and filled by the first one: nothing is lost, and the old rows work with
+// every new feature.
+func TestUpgradeFromFirstSchema(t *testing.T) {
+	t.Parallel()
+	db, _ := newTestDB(t)
+	ctx := context.Background()
+	if _, err := db.Exec(`DROP TABLE tasks, users, idempotency_keys, server_keys; DROP FUNCTION taskapi_tags_valid`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(schemaV1); err != nil {
+		t.Fatalf("load the first schema: %v", err)
+	}
+	if err := applySchema(ctx, db); err != nil {
+		t.Fatalf("upgrade: %v", err)
+	}
+	if err := applySchema(ctx, db); err != nil {
+		t.Fatalf("upgrade, again: %v", err)
+	}
+	e := newTestEnvOn(t, db, nil)
+	ada := e.token("4bX9aQ2mZk7LrT1vY8wE3nH6pJ0sD5cF")
+	tasks := e.do("GET", "/api/me/tasks?sort=title", ada, nil).tasks(t)
+	if len(tasks) != 2 || tasks[0].Title != "Done already" || tasks[1].Title != "Written before the upgrade" {
+		t.Fatalf("after the upgrade: %+v", tasks)
+	}
+	old := tasks[1]
+	if old.Version != 1 || old.Description == nil || *old.Description != "keep me" || len(old.Tags) != 2 ||
+		old.DueDate == nil || !old.CreatedAt.Equal(time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)) {
+		t.Errorf("an old task after the upgrade: %+v", old)
+	}
+	res := e.doWith("PATCH", "/api/me/tasks/"+old.ID, ada, map[string]string{"If-Match": `"1"`}, `{"completed":true}`)
+	if res.Status != 200 || res.Header.Get("ETag") != `"2"` {
+		t.Errorf("If-Match on an old task: %d, ETag %q", res.Status, res.Header.Get("ETag"))
+	}
+	if res := e.doWith("POST", "/api/me/tasks", ada, map[string]string{"Idempotency-Key": "k"}, `{"title":"new"}`); res.Status != 201 {
+		t.Errorf("keyed create after the upgrade: %d %s", res.Status, res.Body)
+	}
+	if next := nextLink(t, e.do("GET", "/api/me/tasks?limit=1", ada, nil).Header); next == "" {
+		t.Error("no next page after the upgrade")
+	} else if res := e.do("GET", next, ada, nil); res.Status != 200 {
+		t.Errorf("next page: %d", res.Status)
+	}
+	if n := countTasksIn(t, e, "other-user"); n != 1 {
+		t.Errorf("other-user has %d tasks after the upgrade, want 1", n)
 	}
 }

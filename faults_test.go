@@ -61,56 +61,6 @@ func ownPostgres(t *testing.T) (start func() *devPostgres, url string) {
 	return start, "postgres:///postgres?user=taskapi&sslmode=disable&host=" + sock
 }
 
-//go:embed testdata/schema-v1.sql
-var schemaV1 string
-
-// TestUpgradeFromFirstSchema boots the current schema on a database made
-// and filled by the first one: nothing is lost, and the old rows work with
-// every new feature.
-func TestUpgradeFromFirstSchema(t *testing.T) {
-	t.Parallel()
-	db, _ := newTestDB(t)
-	ctx := context.Background()
-	if _, err := db.Exec(`DROP TABLE tasks, users, idempotency_keys, server_keys; DROP FUNCTION taskapi_tags_valid`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec(schemaV1); err != nil {
-		t.Fatalf("load the first schema: %v", err)
-	}
-	if err := applySchema(ctx, db); err != nil {
-		t.Fatalf("upgrade: %v", err)
-	}
-	if err := applySchema(ctx, db); err != nil {
-		t.Fatalf("upgrade, again: %v", err)
-	}
-	e := newTestEnvOn(t, db, nil)
-	ada := e.token("4bX9aQ2mZk7LrT1vY8wE3nH6pJ0sD5cF")
-	tasks := e.do("GET", "/api/me/tasks?sort=title", ada, nil).tasks(t)
-	if len(tasks) != 2 || tasks[0].Title != "Done already" || tasks[1].Title != "Written before the upgrade" {
-		t.Fatalf("after the upgrade: %+v", tasks)
-	}
-	old := tasks[1]
-	if old.Version != 1 || old.Description == nil || *old.Description != "keep me" || len(old.Tags) != 2 ||
-		old.DueDate == nil || !old.CreatedAt.Equal(time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)) {
-		t.Errorf("an old task after the upgrade: %+v", old)
-	}
-	res := e.doWith("PATCH", "/api/me/tasks/"+old.ID, ada, map[string]string{"If-Match": `"1"`}, `{"completed":true}`)
-	if res.Status != 200 || res.Header.Get("ETag") != `"2"` {
-		t.Errorf("If-Match on an old task: %d, ETag %q", res.Status, res.Header.Get("ETag"))
-	}
-	if res := e.doWith("POST", "/api/me/tasks", ada, map[string]string{"Idempotency-Key": "k"}, `{"title":"new"}`); res.Status != 201 {
-		t.Errorf("keyed create after the upgrade: %d %s", res.Status, res.Body)
-	}
-	if next := nextLink(t, e.do("GET", "/api/me/tasks?limit=1", ada, nil).Header); next == "" {
-		t.Error("no next page after the upgrade")
-	} else if res := e.do("GET", next, ada, nil); res.Status != 200 {
-		t.Errorf("next page: %d", res.Status)
-	}
-	if n := countTasksIn(t, e, "other-user"); n != 1 {
-		t.Errorf("other-user has %d tasks after the upgrade, want 1", n)
-	}
-}
-
 // TestDatabaseOutageUnderLoad stops PostgreSQL under a load of creates and
 // starts it again: requests fail fast with 503 meanwhile, the service
 // recovers by itself, and every create that got a 201 is in the database.
@@ -476,81 +426,6 @@ func TestServerLimits(t *testing.T) {
 	_, err = io.ReadAll(conn)
 	if waited := time.Since(began); err != nil || waited > 10*time.Second {
 		t.Errorf("slow headers: connection closed after %v (%v), want within about 5 s", waited, err)
-	}
-}
-
-// TestLeftoverDevelopmentServer starts the development database on a data
-// directory whose server was left running by a killed taskapi: the old
-// server is stopped and a new one serves the same data.
-func TestLeftoverDevelopmentServer(t *testing.T) {
-	t.Parallel()
-	dir := passableTempDir(t)
-	opts := devPostgresOptions{DataDir: filepath.Join(dir, "data"), LogPath: filepath.Join(dir, "pg.log"), Throwaway: true}
-	orphan, err := startDevPostgres(context.Background(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(orphan.Stop) // only if the test fails before stopping it another way
-	db, err := openDB(context.Background(), testDBConfig(orphan.URL), testLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec("CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)"); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-
-	// A new taskapi starts on the same data while the old server still runs.
-	pg, err := startDevPostgres(context.Background(), opts)
-	if err != nil {
-		t.Fatalf("start over a leftover server: %v", err)
-	}
-	defer pg.Stop()
-	select {
-	case <-orphan.exited:
-	case <-time.After(5 * time.Second):
-		t.Error("the leftover server is still running")
-	}
-	db, err = openDB(context.Background(), testDBConfig(pg.URL), testLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var x int
-	if err := db.QueryRow("SELECT x FROM kept").Scan(&x); err != nil || x != 42 {
-		t.Errorf("data after the takeover: %d, %v", x, err)
-	}
-}
-
-// TestDevelopmentServerOfAnotherTaskapi starts the development database on
-// a data directory whose server another running taskapi owns: the start
-// fails with a message that says so, and the other's server keeps running.
-func TestDevelopmentServerOfAnotherTaskapi(t *testing.T) {
-	t.Parallel()
-	dir := passableTempDir(t)
-	opts := devPostgresOptions{DataDir: filepath.Join(dir, "data"), LogPath: filepath.Join(dir, "pg.log"), Throwaway: true}
-	first, err := startDevPostgres(context.Background(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer first.Stop()
-	// Make the server look owned by another live process.
-	other := exec.Command("sleep", "30")
-	if err := other.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer other.Process.Kill()
-	if err := os.WriteFile(ownerFile(opts.DataDir), []byte(fmt.Sprint(other.Process.Pid)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	_, err = startDevPostgres(context.Background(), opts)
-	if err == nil || !strings.Contains(err.Error(), "another taskapi") {
-		t.Fatalf("start on another taskapi's data: %v, want an error naming it", err)
-	}
-	select {
-	case <-first.exited:
-		t.Error("the other taskapi's server was stopped")
-	case <-time.After(500 * time.Millisecond):
 	}
 }
 
