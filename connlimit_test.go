@@ -126,16 +126,6 @@ func TestConnectionLimit(t *testing.T) {
 	}
 }
 
-// waitFor polls cond for up to 10 s.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out waiting")
-		}
-	}
-}
-
 func TestMaxConnsFor(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {

@@ -576,13 +576,3 @@ func TestRollingRestartDropsNothing(t *testing.T) {
 		t.Errorf("%d of %d acknowledged creates are stored", stored, len(created))
 	}
 }
-
-// mintTestToken returns an HS256 token for userID signed with testSecret.
-func mintTestToken(t *testing.T, userID string) string {
-	t.Helper()
-	tok, err := mintToken(testSecret, User{ID: userID}, "", "", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}

@@ -14,54 +14,6 @@ import (
 	"time"
 )
 
-// pageAll follows Link headers from path and returns every task seen.
-func pageAll(t *testing.T, e *testEnv, tok, path string) (tasks []Task, pages int) {
-	t.Helper()
-	for path != "" {
-		res := e.do("GET", path, tok, nil)
-		if res.Status != 200 {
-			t.Fatalf("GET %s: %d %s", path, res.Status, res.Body)
-		}
-		page := res.tasks(t)
-		tasks = append(tasks, page...)
-		pages++
-		path = nextLink(t, res.Header)
-		if path != "" && len(page) == 0 {
-			t.Fatalf("an empty page with a next link at %s", path)
-		}
-		if pages > 1000 {
-			t.Fatal("paging does not end")
-		}
-	}
-	return tasks, pages
-}
-
-// seedVaried creates n tasks with repeated titles, priorities and due dates
-// (some without), so that every order has ties to break.
-func seedVaried(t *testing.T, e *testEnv, tok string, n int) []Task {
-	t.Helper()
-	var out []Task
-	for i := range n {
-		body := map[string]any{
-			"title":    fmt.Sprintf("task %d", i%7),
-			"priority": priorities[i%3],
-			"tags":     []string{fmt.Sprintf("t%d", i%4)},
-		}
-		if i%5 != 0 {
-			body["due_date"] = time.Date(2026, 1, 1+i%6, 0, 0, 0, 0, time.UTC).Format(time.RFC3339)
-		}
-		if i%4 == 0 {
-			body["completed"] = true
-		}
-		res := e.do("POST", "/api/me/tasks", tok, body)
-		if res.Status != 201 {
-			t.Fatalf("seed: %d %s", res.Status, res.Body)
-		}
-		out = append(out, res.task(t))
-	}
-	return out
-}
-
 // expectedOrder sorts tasks as the API documents: by the sort key, ties by
 // id, tasks without a due date last either way.
 func expectedOrder(tasks []Task, sort string, desc bool) []string {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,60 +16,6 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 )
-
-// startRun runs the program with env until the test ends, and returns the
-// address it listens on and its output.
-func startRun(t *testing.T, env map[string]string) (addr string, stdout, stderr *syncBuffer, stop func() error) {
-	t.Helper()
-	if _, ok := env["SHUTDOWN_DRAIN"]; !ok {
-		env["SHUTDOWN_DRAIN"] = "0" // stop at once, unless the test is about draining
-	}
-	if db, ok := env["DATABASE_URL"]; ok && env["DATABASE_LISTEN_URL"] == "" {
-		env["DATABASE_LISTEN_URL"] = testListenURL(db)
-	}
-	stdout, stderr = &syncBuffer{}, &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	var runErr error
-	finished := make(chan struct{})
-	go func() {
-		runErr = run(ctx, []string{"taskapi"}, func(k string) string { return env[k] }, stdout, stderr)
-		close(finished)
-	}()
-	stop = func() error {
-		cancel()
-		select {
-		case <-finished:
-			return runErr
-		case <-time.After(30 * time.Second):
-			return fmt.Errorf("run did not return 30 s after its context was cancelled")
-		}
-	}
-	t.Cleanup(func() { stop() })
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if addr := listeningAddr(stdout); addr != "" {
-			return addr, stdout, stderr, stop
-		}
-		select {
-		case <-finished:
-			t.Fatalf("run returned before listening: %v\nstdout: %s\nstderr: %s", runErr, stdout, stderr)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	t.Fatalf("run is not listening after 60 s\nstdout: %s\nstderr: %s", stdout, stderr)
-	return
-}
-
-// listeningAddr returns the address a run's log says it listens on, or "".
-func listeningAddr(log *syncBuffer) string {
-	for _, line := range strings.Split(log.String(), "\n") {
-		var entry struct{ Msg, Addr string }
-		if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "listening" {
-			return entry.Addr
-		}
-	}
-	return ""
-}
 
 func TestRunServesAndStops(t *testing.T) {
 	t.Parallel()
