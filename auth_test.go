@@ -236,6 +236,23 @@ func TestMissingAndInvalidTokenHeaders(t *testing.T) {
 	}
 }
 
+// TestSessionTokenInsteadOfJWT checks the 401 of a frontend that sends
+// Better Auth's session token where the JWT belongs: it says the token is
+// not a JWT and where the JWT comes from, while a JWT that fails gets the
+// plain 401.
+func TestSessionTokenInsteadOfJWT(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	res := e.do("GET", "/api/me/tasks", "aZ3kq9XbT2mLr7sVw1yE5nHc8uJd4fGp", nil) // Better Auth's session token
+	if d := res.problem(t).Detail; res.Status != 401 || !strings.Contains(d, "not a JWT") || !strings.Contains(d, "/api/auth/token") {
+		t.Errorf("session token: %d %q, want 401 saying it is not a JWT and where the JWT comes from", res.Status, d)
+	}
+	res = e.do("GET", "/api/me/tasks", "eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl", nil)
+	if d := res.problem(t).Detail; res.Status != 401 || strings.Contains(d, "not a JWT") {
+		t.Errorf("a JWT that fails: %d %q, want the plain 401", res.Status, d)
+	}
+}
+
 func TestHS256IssuerAndAudienceWhenConfigured(t *testing.T) {
 	t.Parallel()
 	v := NewVerifier(VerifierConfig{Secret: testSecret, Issuer: "https://app.example.com", Audience: "taskapi"}, slog.New(slog.DiscardHandler))

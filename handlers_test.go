@@ -281,7 +281,11 @@ func TestHealthAndReadiness(t *testing.T) {
 }
 
 // TestDropInForExistingFrontends checks what frontends written for other
-// backends (FastAPI ones, mostly) send and expect.
+// backends (FastAPI ones, mostly) send and expect. Their spellings of the
+// list parameters are checked in list_test.go (TestListParameterSpellings),
+// CORS with credentials in middleware_test.go (TestCORSCredentials), and a
+// session token sent in place of a JWT in auth_test.go
+// (TestSessionTokenInsteadOfJWT).
 func TestDropInForExistingFrontends(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, nil)
@@ -308,65 +312,6 @@ func TestDropInForExistingFrontends(t *testing.T) {
 		}
 		if res := e.do("PATCH", path, tok, `{"completed":null}`); res.Status != 422 {
 			t.Errorf(`{"completed":null}: %d, want 422`, res.Status)
-		}
-	})
-
-	t.Run("other spellings of the list parameters", func(t *testing.T) {
-		titles := func(query string) []string {
-			t.Helper()
-			res := e.do("GET", "/api/me/tasks?"+query, tok, nil)
-			if res.Status != 200 {
-				t.Fatalf("?%s: %d %s, want 200", query, res.Status, res.Body)
-			}
-			var out []string
-			for _, task := range res.tasks(t) {
-				out = append(out, task.Title)
-			}
-			return out
-		}
-		for _, c := range []struct {
-			query string
-			want  []string
-		}{
-			{"search=milk", []string{"buy milk"}},
-			{"search=milk&q=milk", []string{"buy milk"}}, // both, in agreement
-			{"sort_by=title", []string{"bake bread", "buy milk", "call mum"}},
-			{"sort_by=title&sort_order=desc", []string{"call mum", "buy milk", "bake bread"}},
-			{"sort=title&order=DESC", []string{"call mum", "buy milk", "bake bread"}},
-			{"sort_by=created_at", []string{"call mum", "bake bread", "buy milk"}},
-			{"sort_by=created_at&sort_order=asc", []string{"buy milk", "bake bread", "call mum"}},
-			{"sort_by=updated_at&sort_order=asc", []string{"bake bread", "call mum", "buy milk"}}, // milk was toggled last
-			{"sort_by=priority", []string{"buy milk", "call mum", "bake bread"}},
-			{"sort_by=due_date&sort=due_date&limit=1", []string{"call mum"}}, // the others tie, without a due date
-			{"completed=true", []string{"bake bread"}},
-			{"completed=false&sort=title", []string{"buy milk", "call mum"}},
-			{"completed=true&status=completed", []string{"bake bread"}},
-			{"priority=all&sort=title", []string{"bake bread", "buy milk", "call mum"}},
-			{"_=1732780000&_t=x&sort=title", []string{"bake bread", "buy milk", "call mum"}},
-		} {
-			if got := titles(c.query); !slices.Equal(got, c.want) {
-				t.Errorf("?%s = %q, want %q", c.query, got, c.want)
-			}
-		}
-		for _, q := range []string{"completed=yes", "sort_by=colour", "sort_order=up", "search=" + strings.Repeat("s", 201)} {
-			wantBadParam(t, e.do("GET", "/api/me/tasks?"+q, tok, nil), q)
-		}
-		for _, q := range []string{"status=pending&completed=true", "sort=title&sort_by=priority", "q=a&search=b", "order=asc&sort_order=desc"} {
-			if res := e.do("GET", "/api/me/tasks?"+q, tok, nil); res.Status != 400 {
-				t.Errorf("?%s: %d, want 400 for parameters that disagree", q, res.Status)
-			}
-		}
-		// Any other parameter is refused, naming the ones a list accepts.
-		for _, q := range []string{"filter=done", "page=2", "per_page=10", "user_id=x"} {
-			res := e.do("GET", "/api/me/tasks?"+q, tok, nil)
-			name, _, _ := strings.Cut(q, "=")
-			if res.Status != 400 {
-				t.Errorf("?%s: %d, want 400", q, res.Status)
-				continue
-			}
-			if d := res.problem(t).Detail; !strings.Contains(d, `"`+name+`"`) || !strings.Contains(d, "sort (or sort_by)") {
-				t.Errorf("?%s: detail %q, want it to name %s and the accepted parameters", q, d, name)
-			}
 		}
 	})
 
@@ -419,42 +364,6 @@ func TestDropInForExistingFrontends(t *testing.T) {
 			} else if res.Header.Get("Location") != "" && c.want != 201 {
 				t.Errorf("%s %s: redirected to %s", c.method, c.path, res.Header.Get("Location"))
 			}
-		}
-	})
-
-	t.Run("credentials from listed origins", func(t *testing.T) {
-		for _, c := range []struct {
-			origins []string
-			origin  string
-			want    string
-		}{
-			{[]string{"https://app.example.com"}, "https://app.example.com", "true"},
-			{[]string{"*"}, "https://app.example.com", ""},
-			{[]string{"*", "https://app.example.com"}, "https://app.example.com", "true"},
-			{[]string{"*", "https://app.example.com"}, "https://other.example.com", ""},
-			{[]string{"https://app.example.com"}, "https://evil.example.com", ""},
-		} {
-			srv := httptest.NewServer(newServer(testLogger(), "test", e.store, e.verifier, guards{}, newCursorCodec([]byte("k")), c.origins, nil))
-			preflight := send(t, srv.Client(), "OPTIONS", srv.URL+"/api/me/tasks", "",
-				map[string]string{"Origin": c.origin, "Access-Control-Request-Method": "POST"}, "")
-			get := send(t, srv.Client(), "GET", srv.URL+"/api/me/tasks", tok, map[string]string{"Origin": c.origin}, "")
-			srv.Close()
-			for name, res := range map[string]response{"preflight": preflight, "GET": get} {
-				if got := res.Header.Get("Access-Control-Allow-Credentials"); got != c.want {
-					t.Errorf("origins %q, Origin %s, %s: Access-Control-Allow-Credentials %q, want %q", c.origins, c.origin, name, got, c.want)
-				}
-			}
-		}
-	})
-
-	t.Run("a session token instead of a JWT", func(t *testing.T) {
-		res := e.do("GET", "/api/me/tasks", "aZ3kq9XbT2mLr7sVw1yE5nHc8uJd4fGp", nil) // Better Auth's session token
-		if d := res.problem(t).Detail; res.Status != 401 || !strings.Contains(d, "not a JWT") || !strings.Contains(d, "/api/auth/token") {
-			t.Errorf("session token: %d %q, want 401 saying it is not a JWT and where the JWT comes from", res.Status, d)
-		}
-		res = e.do("GET", "/api/me/tasks", "eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl", nil)
-		if d := res.problem(t).Detail; res.Status != 401 || strings.Contains(d, "not a JWT") {
-			t.Errorf("a JWT that fails: %d %q, want the plain 401", res.Status, d)
 		}
 	})
 

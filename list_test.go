@@ -292,6 +292,91 @@ func TestListFiltersAndSorting(t *testing.T) {
 	}
 }
 
+// TestListParameterSpellings checks the names that frontends written for
+// other backends (FastAPI ones, mostly) give the list parameters: aliases
+// alone or beside the parameter they stand for when the two agree, cache
+// busters ignored, and a 400 for values not understood, for parameters that
+// disagree, and for any parameter a list does not know.
+func TestListParameterSpellings(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	tok := e.token("frontend")
+	mk := func(body string) Task {
+		t.Helper()
+		res := e.do("POST", "/api/me/tasks", tok, body)
+		if res.Status != 201 {
+			t.Fatalf("create %s: %d %s, want 201", body, res.Status, res.Body)
+		}
+		return res.task(t)
+	}
+	milk := mk(`{"title":"buy milk","priority":"low"}`)
+	mk(`{"title":"bake bread","priority":"high","completed":true}`)
+	mk(`{"title":"call mum","priority":"medium","due_date":"2030-01-01T00:00:00Z"}`)
+	// Milk is completed and reopened, so that it is the last task updated.
+	for range 2 {
+		if res := e.do("PATCH", "/api/me/tasks/"+milk.ID+"/complete", tok, `{}`); res.Status != 200 {
+			t.Fatalf("toggle milk: %d %s, want 200", res.Status, res.Body)
+		}
+	}
+
+	titles := func(query string) []string {
+		t.Helper()
+		res := e.do("GET", "/api/me/tasks?"+query, tok, nil)
+		if res.Status != 200 {
+			t.Fatalf("?%s: %d %s, want 200", query, res.Status, res.Body)
+		}
+		var out []string
+		for _, task := range res.tasks(t) {
+			out = append(out, task.Title)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		query string
+		want  []string
+	}{
+		{"search=milk", []string{"buy milk"}},
+		{"search=milk&q=milk", []string{"buy milk"}}, // both, in agreement
+		{"sort_by=title", []string{"bake bread", "buy milk", "call mum"}},
+		{"sort_by=title&sort_order=desc", []string{"call mum", "buy milk", "bake bread"}},
+		{"sort=title&order=DESC", []string{"call mum", "buy milk", "bake bread"}},
+		{"sort_by=created_at", []string{"call mum", "bake bread", "buy milk"}},
+		{"sort_by=created_at&sort_order=asc", []string{"buy milk", "bake bread", "call mum"}},
+		{"sort_by=updated_at&sort_order=asc", []string{"bake bread", "call mum", "buy milk"}}, // milk was toggled last
+		{"sort_by=priority", []string{"buy milk", "call mum", "bake bread"}},
+		{"sort_by=due_date&sort=due_date&limit=1", []string{"call mum"}}, // the others tie, without a due date
+		{"completed=true", []string{"bake bread"}},
+		{"completed=false&sort=title", []string{"buy milk", "call mum"}},
+		{"completed=true&status=completed", []string{"bake bread"}},
+		{"priority=all&sort=title", []string{"bake bread", "buy milk", "call mum"}},
+		{"_=1732780000&_t=x&sort=title", []string{"bake bread", "buy milk", "call mum"}},
+	} {
+		if got := titles(c.query); !slices.Equal(got, c.want) {
+			t.Errorf("?%s = %q, want %q", c.query, got, c.want)
+		}
+	}
+	for _, q := range []string{"completed=yes", "sort_by=colour", "sort_order=up", "search=" + strings.Repeat("s", 201)} {
+		wantBadParam(t, e.do("GET", "/api/me/tasks?"+q, tok, nil), q)
+	}
+	for _, q := range []string{"status=pending&completed=true", "sort=title&sort_by=priority", "q=a&search=b", "order=asc&sort_order=desc"} {
+		if res := e.do("GET", "/api/me/tasks?"+q, tok, nil); res.Status != 400 {
+			t.Errorf("?%s: %d, want 400 for parameters that disagree", q, res.Status)
+		}
+	}
+	// Any other parameter is refused, naming the ones a list accepts.
+	for _, q := range []string{"filter=done", "page=2", "per_page=10", "user_id=x"} {
+		res := e.do("GET", "/api/me/tasks?"+q, tok, nil)
+		name, _, _ := strings.Cut(q, "=")
+		if res.Status != 400 {
+			t.Errorf("?%s: %d, want 400", q, res.Status)
+			continue
+		}
+		if d := res.problem(t).Detail; !strings.Contains(d, `"`+name+`"`) || !strings.Contains(d, "sort (or sort_by)") {
+			t.Errorf("?%s: detail %q, want it to name %s and the accepted parameters", q, d, name)
+		}
+	}
+}
+
 func TestStatsAndBulkDelete(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, nil)

@@ -150,6 +150,37 @@ func TestCORS(t *testing.T) {
 	}
 }
 
+// TestCORSCredentials checks that only an origin listed by name is allowed
+// credentials: "*" in the list lets any other origin read the answers, but
+// without credentials.
+func TestCORSCredentials(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	tok := e.token("frontend")
+	for _, c := range []struct {
+		origins []string
+		origin  string
+		want    string
+	}{
+		{[]string{"https://app.example.com"}, "https://app.example.com", "true"},
+		{[]string{"*"}, "https://app.example.com", ""},
+		{[]string{"*", "https://app.example.com"}, "https://app.example.com", "true"},
+		{[]string{"*", "https://app.example.com"}, "https://other.example.com", ""},
+		{[]string{"https://app.example.com"}, "https://evil.example.com", ""},
+	} {
+		srv := httptest.NewServer(newServer(testLogger(), "test", e.store, e.verifier, guards{}, newCursorCodec([]byte("k")), c.origins, nil))
+		preflight := send(t, srv.Client(), "OPTIONS", srv.URL+"/api/me/tasks", "",
+			map[string]string{"Origin": c.origin, "Access-Control-Request-Method": "POST"}, "")
+		get := send(t, srv.Client(), "GET", srv.URL+"/api/me/tasks", tok, map[string]string{"Origin": c.origin}, "")
+		srv.Close()
+		for name, res := range map[string]response{"preflight": preflight, "GET": get} {
+			if got := res.Header.Get("Access-Control-Allow-Credentials"); got != c.want {
+				t.Errorf("origins %q, Origin %s, %s: Access-Control-Allow-Credentials %q, want %q", c.origins, c.origin, name, got, c.want)
+			}
+		}
+	}
+}
+
 func TestPanicRecovery(t *testing.T) {
 	t.Parallel()
 	logs := &syncBuffer{}
