@@ -27,7 +27,7 @@ func TestDeletedTaskLeavesNoHistory(t *testing.T) {
 		var event, text string
 		rows.Scan(&event, &text)
 		if strings.Contains(text, "secret") {
-			t.Errorf("the history still holds a deleted task: %s %q", event, text)
+			t.Errorf("the history still holds a deleted task: %s %q, want nothing of it", event, text)
 		}
 		events = append(events, event)
 	}

@@ -35,7 +35,7 @@ func TestLeftoverDevelopmentServer(t *testing.T) {
 	// A new taskapi starts on the same data while the old server still runs.
 	pg, err := startDevPostgres(context.Background(), opts)
 	if err != nil {
-		t.Fatalf("start over a leftover server: %v", err)
+		t.Fatalf("start over a leftover server: %v, want no error", err)
 	}
 	defer pg.Stop()
 	select {
@@ -50,7 +50,7 @@ func TestLeftoverDevelopmentServer(t *testing.T) {
 	defer db.Close()
 	var x int
 	if err := db.QueryRow("SELECT x FROM kept").Scan(&x); err != nil || x != 42 {
-		t.Errorf("data after the takeover: %d, %v", x, err)
+		t.Errorf("data after the takeover: %d, %v; want 42", x, err)
 	}
 }
 

@@ -39,7 +39,7 @@ func TestETags(t *testing.T) {
 	// A write with the current ETag succeeds and changes the ETag.
 	res = e.doWith("PATCH", path, tok, map[string]string{"If-Match": tag}, `{"title":"v2"}`)
 	if res.Status != 200 || res.Header.Get("ETag") != `"2"` || res.task(t).Version != 2 {
-		t.Fatalf("If-Match current: %d, ETag %q", res.Status, res.Header.Get("ETag"))
+		t.Fatalf("If-Match current: %d, ETag %q; want 200, ETag \"2\", version 2", res.Status, res.Header.Get("ETag"))
 	}
 	// The old ETag is now stale: every write is refused with 412 and the
 	// current ETag, and nothing changes.
@@ -57,7 +57,7 @@ func TestETags(t *testing.T) {
 		res.problem(t)
 	}
 	if got := e.do("GET", path, tok, nil).task(t); got.Title != "v2" || got.Completed || got.Version != 2 {
-		t.Errorf("after refused writes: %+v", got)
+		t.Errorf("after refused writes: %+v, want \"v2\", not completed, version 2", got)
 	}
 	// Weak tags never match If-Match; unparsable ones are a 400; * and a
 	// list holding the current tag pass.
@@ -73,7 +73,7 @@ func TestETags(t *testing.T) {
 	}
 	// Without If-Match the write goes through (the plain contract).
 	if res := e.do("PATCH", path, tok, `{"title":"v5"}`); res.Status != 200 || res.Header.Get("ETag") != `"5"` {
-		t.Errorf("write without If-Match: %d, ETag %q", res.Status, res.Header.Get("ETag"))
+		t.Errorf("write without If-Match: %d, ETag %q; want 200, ETag \"5\"", res.Status, res.Header.Get("ETag"))
 	}
 	// A conditional write to a missing task is still 404, not 412.
 	if res := e.doWith("PATCH", "/api/me/tasks/00000000-0000-4000-8000-000000000000", tok, map[string]string{"If-Match": `"1"`}, `{}`); res.Status != 404 {
@@ -81,7 +81,7 @@ func TestETags(t *testing.T) {
 	}
 	res = e.doWith("DELETE", path, tok, map[string]string{"If-Match": `"5"`}, "")
 	if res.Status != 204 {
-		t.Errorf("DELETE with the current ETag: %d", res.Status)
+		t.Errorf("DELETE with the current ETag: %d, want 204", res.Status)
 	}
 }
 
@@ -112,7 +112,7 @@ func TestConcurrentIfMatch(t *testing.T) {
 				wins++
 			case 412:
 			default:
-				t.Errorf("round %d: status %d", round, s)
+				t.Errorf("round %d: status %d, want 200 or 412", round, s)
 			}
 		}
 		if wins != 1 {

@@ -32,27 +32,27 @@ func TestEventsStreamAndResume(t *testing.T) {
 	created := e.do("POST", "/api/me/tasks", tok, `{"title":"one","tags":["a"],"description":"<b>&"}`)
 	ev := s.next()
 	if ev.Event != "task.created" || ev.Data != strings.TrimSuffix(string(created.Body), "\n") || ev.ID <= 0 {
-		t.Errorf("create: event %+v; REST answered %s", ev, created.Body)
+		t.Errorf("create: event %+v, want task.created with the REST answer %s and an id above 0", ev, created.Body)
 	}
 	id := created.task(t).ID
 	updated := e.do("PATCH", "/api/me/tasks/"+id, tok, `{"title":"uno"}`)
 	if ev2 := s.next(); ev2.Event != "task.updated" || ev2.Data != strings.TrimSuffix(string(updated.Body), "\n") || ev2.ID <= ev.ID {
-		t.Errorf("update: event %+v after id %d; REST answered %s", ev2, ev.ID, updated.Body)
+		t.Errorf("update: event %+v, want task.updated after id %d with the REST answer %s", ev2, ev.ID, updated.Body)
 	}
 	completed := e.do("PATCH", "/api/me/tasks/"+id+"/complete", tok, nil)
 	if ev := s.next(); ev.Event != "task.updated" || ev.Data != strings.TrimSuffix(string(completed.Body), "\n") {
-		t.Errorf("complete: event %+v", ev)
+		t.Errorf("complete: event %+v, want task.updated with the REST answer %s", ev, completed.Body)
 	}
 	other := e.do("POST", "/api/me/tasks", tok, `{"title":"two"}`).task(t)
 	s.next()
 	e.do("DELETE", "/api/me/tasks/"+other.ID, tok, nil)
 	if ev := s.next(); ev.Event != "task.deleted" || ev.Data != `{"id":"`+other.ID+`"}` {
-		t.Errorf("delete: event %+v", ev)
+		t.Errorf("delete: event %+v, want task.deleted of %s", ev, other.ID)
 	}
 	e.do("DELETE", "/api/me/tasks?status=completed", tok, nil)
 	last := s.next()
 	if last.Event != "tasks.deleted" || last.Data != `{"ids":["`+id+`"]}` {
-		t.Errorf("bulk delete: event %+v", last)
+		t.Errorf("bulk delete: event %+v, want tasks.deleted of [%s]", last, id)
 	}
 	e.do("DELETE", "/api/me/tasks?status=completed", tok, nil) // deletes nothing: no event
 	s.quiet(300 * time.Millisecond)
@@ -76,14 +76,14 @@ func TestEventsStreamAndResume(t *testing.T) {
 	}
 	live := e.do("POST", "/api/me/tasks", tok, `{"title":"live"}`).task(t)
 	if ev := r.next(); !strings.Contains(ev.Data, live.ID) || ev.ID <= prev {
-		t.Errorf("live after replay: %+v", ev)
+		t.Errorf("live after replay: %+v, want task %s after id %d", ev, live.ID, prev)
 	}
 	r.quiet(300 * time.Millisecond)
 
 	// ?since= does the same as Last-Event-ID.
 	q := openStream(t, e.srv.URL, "/api/me/events?since="+strconv.FormatInt(prev, 10), tok, nil)
 	if ev := q.next(); !strings.Contains(ev.Data, live.ID) {
-		t.Errorf("?since=: %+v", ev)
+		t.Errorf("?since=: %+v, want task %s", ev, live.ID)
 	}
 
 	// The polling route.
@@ -98,14 +98,14 @@ func TestEventsStreamAndResume(t *testing.T) {
 		Reload bool  `json:"reload"`
 	}
 	if err := json.Unmarshal(res.Body, &page); err != nil || res.Status != 200 {
-		t.Fatalf("changes: %d %s", res.Status, res.Body)
+		t.Fatalf("changes: %d %s, want 200 with a page of changes", res.Status, res.Body)
 	}
 	if len(page.Changes) != 2 || page.Changes[0].Task == nil || page.Changes[0].Task.ID != missed[0] ||
 		page.Changes[1].Task.ID != missed[1] || page.Next != page.Changes[1].Position {
-		t.Errorf("changes page: %s", res.Body)
+		t.Errorf("changes page: %s, want the missed tasks %v and next at the second one's position", res.Body, missed)
 	}
 	if res := e.do("GET", "/api/me/changes?since=abc", tok, nil); res.Status != 400 {
-		t.Errorf("since=abc: %d", res.Status)
+		t.Errorf("since=abc: %d, want 400", res.Status)
 	}
 
 	// A position older than the window: reload, with the id to resume from.
@@ -114,11 +114,11 @@ func TestEventsStreamAndResume(t *testing.T) {
 	}
 	old := openStream(t, e.srv.URL, "/api/me/events", tok, map[string]string{"Last-Event-ID": "1"})
 	if ev := old.next(); ev.Event != "reload" || ev.ID != latestPosition(t, e, "streamer") {
-		t.Errorf("resume from a swept position: %+v", ev)
+		t.Errorf("resume from a swept position: %+v, want reload at the latest position", ev)
 	}
 	old.waitEnded(5 * time.Second)
 	if res := e.do("GET", "/api/me/changes?since=1", tok, nil); !strings.Contains(string(res.Body), `"reload":true`) {
-		t.Errorf("changes from a swept position: %s", res.Body)
+		t.Errorf("changes from a swept position: %s, want \"reload\":true", res.Body)
 	}
 }
 
@@ -141,13 +141,13 @@ func TestEventsAccountDeleted(t *testing.T) {
 	s := openStream(t, e.srv.URL, "/api/me/events", tok, nil)
 	e.do("DELETE", "/api/me", tok, nil)
 	if ev := s.next(); ev.Event != "account.deleted" {
-		t.Errorf("after DELETE /api/me: %+v", ev)
+		t.Errorf("after DELETE /api/me: %+v, want account.deleted", ev)
 	}
 	s.waitEnded(5 * time.Second)
 	var n int
 	e.db.QueryRow(`SELECT count(*) FROM task_changes WHERE user_id = 'leaving' AND event <> 'account.deleted'`).Scan(&n)
 	if n != 0 {
-		t.Errorf("%d changes of a deleted account are kept", n)
+		t.Errorf("%d changes of a deleted account are kept, want 0", n)
 	}
 }
 
@@ -189,7 +189,7 @@ func TestEventsCapsAndOverflow(t *testing.T) {
 	sa.waitEnded(5 * time.Second)
 	e.do("POST", "/api/me/tasks", b, `{"title":"unaffected"}`)
 	if ev := sb.next(); ev.Event != "task.created" {
-		t.Errorf("the other user's stream: %+v", ev)
+		t.Errorf("the other user's stream: %+v, want task.created", ev)
 	}
 }
 
@@ -211,7 +211,7 @@ func TestEventsSurviveServerTimeouts(t *testing.T) {
 	}
 	e.do("POST", "/api/me/tasks", tok, `{"title":"late"}`)
 	if ev := s.next(); ev.Event != "task.created" {
-		t.Errorf("after the server's timeouts: %+v", ev)
+		t.Errorf("after the server's timeouts: %+v, want task.created", ev)
 	}
 }
 
@@ -256,14 +256,14 @@ func TestEventsIsolation(t *testing.T) {
 				ev := s.next()
 				var task Task
 				if err := json.Unmarshal([]byte(ev.Data), &task); err != nil || task.UserID != u || ev.ID <= prev {
-					t.Fatalf("stream %d of %s got %+v", i, u, ev)
+					t.Fatalf("stream %d of %s got %+v, want a task of %s after id %d", i, u, ev, u, prev)
 				}
 				prev = ev.ID
 				got["created "+task.ID] = true
 			}
 			for _, w := range want[u] {
 				if !got[w] {
-					t.Errorf("stream %d of %s lacks %s", i, u, w)
+					t.Errorf("stream %d of %s lacks %s, want every change of its user", i, u, w)
 				}
 			}
 			s.quiet(100 * time.Millisecond)
@@ -273,7 +273,7 @@ func TestEventsIsolation(t *testing.T) {
 	res := e.do("GET", "/api/me/changes?limit=500", tokens["iso-a"], nil)
 	for _, u := range users[1:] {
 		if strings.Contains(string(res.Body), u) {
-			t.Errorf("iso-a's changes mention %s", u)
+			t.Errorf("iso-a's changes mention %s, want none of another user's", u)
 		}
 	}
 }
@@ -295,7 +295,7 @@ func TestEventsAcrossInstances(t *testing.T) {
 	s := openStream(t, b, "/api/me/events", tok, nil)
 	created := send(t, http.DefaultClient, "POST", a+"/api/me/tasks", tok, nil, `{"title":"from A"}`)
 	if ev := s.next(); ev.Event != "task.created" || ev.Data != strings.TrimSuffix(string(created.Body), "\n") {
-		t.Errorf("on B, after a create on A: %+v", ev)
+		t.Errorf("on B, after a create on A: %+v, want task.created with A's answer %s", ev, created.Body)
 	}
 	select {
 	case <-s.pings:
@@ -309,7 +309,7 @@ func TestEventsAcrossInstances(t *testing.T) {
 	viaTicket := openStream(t, b, "/api/roamer/events?ticket="+tk.Ticket, "", nil)
 	send(t, http.DefaultClient, "POST", a+"/api/me/tasks", tok, nil, `{"title":"again"}`)
 	if ev := viaTicket.next(); ev.Event != "task.created" {
-		t.Errorf("ticket from A on B: %+v", ev)
+		t.Errorf("ticket from A on B: %+v, want task.created", ev)
 	}
 	s.next()
 
@@ -318,7 +318,7 @@ func TestEventsAcrossInstances(t *testing.T) {
 	s.waitEnded(5 * time.Second)
 	viaTicket.waitEnded(5 * time.Second)
 	if d := time.Since(began); d > 3*time.Second {
-		t.Errorf("streams ended %v after SIGTERM", d)
+		t.Errorf("streams ended %v after SIGTERM, want within 3 s", d)
 	}
 }
 
@@ -338,7 +338,7 @@ func TestEventsClientLeaves(t *testing.T) {
 		began := time.Now()
 		waitFor(t, func() bool { return e.hub.count("reloader") == 0 })
 		if d := time.Since(began); d > 2*time.Second {
-			t.Errorf("stream %d: its place was given back %v after the client left", i, d)
+			t.Errorf("stream %d: its place was given back %v after the client left, want within 2 s", i, d)
 		}
 	}
 }
@@ -371,12 +371,12 @@ func TestEventsClientStopsReading(t *testing.T) {
 			t.Fatal("2,000 events, and the stream of a client that reads none is still open")
 		}
 		if res := e.do("POST", "/api/me/tasks", tok, fmt.Sprintf(`{"title":"unread %d","description":"%s"}`, i, long)); res.Status != 201 {
-			t.Fatalf("create %d: %d %s", i, res.Status, res.Body)
+			t.Fatalf("create %d: %d %s, want 201", i, res.Status, res.Body)
 		}
 		if i%100 == 0 { // meanwhile another user's stream is served at once
 			id := e.do("POST", "/api/me/tasks", other, `{"title":"seen"}`).task(t).ID
 			if ev := watcher.next(); !strings.Contains(ev.Data, id) {
-				t.Fatalf("the bystander's stream: %+v", ev)
+				t.Fatalf("the bystander's stream: %+v, want the creation of %s", ev, id)
 			}
 		}
 	}

@@ -173,7 +173,7 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 			acked = append(acked, r.title)
 		}
 		if r.status != 201 && r.status != 503 {
-			t.Errorf("a create during %s got %d", r.phase, r.status)
+			t.Errorf("a create during %s got %d, want 201 or 503", r.phase, r.status)
 		}
 		if r.phase == "outage" && r.elapsed > slowest {
 			slowest = r.elapsed
@@ -202,7 +202,7 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 	rows.Close()
 	for _, title := range acked {
 		if !stored[title] {
-			t.Errorf("the create of %q got 201 but is not in the database", title)
+			t.Errorf("the create of %q got 201 but is not in the database, want it stored", title)
 		}
 	}
 	t.Logf("%d acknowledged creates, all present", len(acked))
@@ -224,18 +224,18 @@ func TestBootWaitsForDatabase(t *testing.T) {
 	began := time.Now()
 	db, err := openDB(context.Background(), cfg, testLogger())
 	if err != nil {
-		t.Fatalf("openDB with the database up after 10 s: %v", err)
+		t.Fatalf("openDB with the database up after 10 s: %v, want no error", err)
 	}
 	db.Close()
 	if waited := time.Since(began); waited < 10*time.Second {
-		t.Errorf("openDB returned after %v, before the database was up", waited)
+		t.Errorf("openDB returned after %v, before the database was up; want at least 10 s", waited)
 	}
 
 	cfg = testDBConfig("postgres://taskapi@127.0.0.1:1/none?sslmode=disable")
 	cfg.BootTimeout = 1500 * time.Millisecond
 	_, err = openDB(context.Background(), cfg, testLogger())
 	if err == nil || !strings.Contains(err.Error(), "could not reach the database at 127.0.0.1:1") || !strings.Contains(err.Error(), "check") {
-		t.Errorf("openDB against nothing: %v", err)
+		t.Errorf("openDB against nothing: %v, want an error naming 127.0.0.1:1 and what to check", err)
 	}
 }
 
@@ -289,7 +289,7 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 	time.Sleep(time.Second)
 	began := time.Now()
 	if err := stop(); err != nil {
-		t.Fatalf("run returned %v", err)
+		t.Fatalf("run returned %v, want nil", err)
 	}
 	took := time.Since(began)
 	wg.Wait()
@@ -304,7 +304,7 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 		if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "request" {
 			logged++
 			if entry.Status != 201 {
-				t.Errorf("an accepted request ended with %d: %s", entry.Status, line)
+				t.Errorf("an accepted request ended with %d, want 201: %s", entry.Status, line)
 			}
 		}
 	}
@@ -315,14 +315,14 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 	t.Logf("%d requests accepted and answered 201, %d tasks stored, %d connections refused or reset before a request was read; shutdown took %v",
 		created.Load(), stored, dropped.Load(), took)
 	if len(badStatuses) > 0 {
-		t.Errorf("requests answered with errors during shutdown: %v", badStatuses)
+		t.Errorf("requests answered with errors during shutdown: %v, want none", badStatuses)
 	}
 	if int64(logged) != created.Load() || stored != created.Load() {
-		t.Errorf("the server logged %d requests, clients got %d answers of 201, %d tasks are stored: every accepted request must complete",
+		t.Errorf("the server logged %d requests, clients got %d answers of 201, %d tasks are stored; want the three equal: every accepted request must complete",
 			logged, created.Load(), stored)
 	}
 	if took > 5*time.Second {
-		t.Errorf("shutdown took %v, longer than SHUTDOWN_TIMEOUT", took)
+		t.Errorf("shutdown took %v, want at most 5 s (SHUTDOWN_TIMEOUT)", took)
 	}
 }
 
@@ -349,7 +349,7 @@ func TestTwoInstancesBootTogether(t *testing.T) {
 		cancel()
 		for range 2 {
 			if err := <-done; err != nil {
-				t.Errorf("run: %v", err)
+				t.Errorf("run: %v, want nil", err)
 			}
 		}
 	})
@@ -360,7 +360,7 @@ func TestTwoInstancesBootTogether(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		if addrs[i] == "" {
-			t.Fatalf("instance %d did not start:\n%s", i, outs[i])
+			t.Fatalf("instance %d did not start, want it listening:\n%s", i, outs[i])
 		}
 	}
 	tok, _ := mintToken(testSecret, User{ID: "twin"}, "", "", time.Hour)
@@ -368,13 +368,13 @@ func TestTwoInstancesBootTogether(t *testing.T) {
 		for j := range 3 {
 			res := send(t, http.DefaultClient, "POST", "http://"+addr+"/api/me/tasks", tok, nil, fmt.Sprintf(`{"title":"via %d, %d"}`, i, j))
 			if res.Status != 201 {
-				t.Fatalf("create through instance %d: %d", i, res.Status)
+				t.Fatalf("create through instance %d: %d, want 201", i, res.Status)
 			}
 		}
 	}
 	for i, addr := range addrs {
 		if n := len(send(t, http.DefaultClient, "GET", "http://"+addr+"/api/me/tasks", tok, nil, "").tasks(t)); n != 6 {
-			t.Errorf("instance %d lists %d of the 6 tasks", i, n)
+			t.Errorf("instance %d lists %d of the 6 tasks, want all 6", i, n)
 		}
 	}
 }
@@ -543,7 +543,7 @@ func TestRollingRestartDropsNothing(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		cmds[i].Process.Signal(syscall.SIGTERM)
 		if err := cmds[i].Wait(); err != nil {
-			t.Errorf("instance %d exited with %v", i, err)
+			t.Errorf("instance %d exited with %v, want a clean exit", i, err)
 		}
 		var addr string
 		cmds[i], addr = start()
@@ -558,10 +558,10 @@ func TestRollingRestartDropsNothing(t *testing.T) {
 	defer mu.Unlock()
 	t.Logf("%d creates acknowledged during two restarts; %d failed requests", len(created), len(failures))
 	for _, f := range failures[:min(len(failures), 10)] {
-		t.Errorf("failed: %s", f)
+		t.Errorf("a request failed, want none: %s", f)
 	}
 	if len(created) < 20 {
-		t.Errorf("only %d creates went through: the load did not run", len(created))
+		t.Errorf("only %d creates went through, want at least 20: the load did not run", len(created))
 	}
 	db, err := sql.Open("pgx", dbURL)
 	if err != nil {
@@ -573,6 +573,6 @@ func TestRollingRestartDropsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	if stored != len(created) {
-		t.Errorf("%d of %d acknowledged creates are stored", stored, len(created))
+		t.Errorf("%d of %d acknowledged creates are stored, want all", stored, len(created))
 	}
 }

@@ -30,7 +30,7 @@ func TestTaskLifecycle(t *testing.T) {
 		"tags":        []string{" shopping", "home", "shopping"},
 	})
 	if res.Status != http.StatusCreated {
-		t.Fatalf("create: status %d, body %s", res.Status, res.Body)
+		t.Fatalf("create: status %d, body %s; want 201", res.Status, res.Body)
 	}
 	created := res.task(t)
 	if want := "/api/alice/tasks/" + created.ID; res.Header.Get("Location") != want {
@@ -39,51 +39,51 @@ func TestTaskLifecycle(t *testing.T) {
 	if !isUUID(created.ID) || created.UserID != "alice" || created.Title != "Buy milk" ||
 		created.Description == nil || *created.Description != "two litres" || created.Completed ||
 		created.Priority != "high" || !slices.Equal(created.Tags, []string{"shopping", "home"}) {
-		t.Errorf("created task = %+v", created)
+		t.Errorf("created task = %+v, want alice's \"Buy milk\" as sent, with the tags shopping and home", created)
 	}
 	if created.DueDate == nil || !created.DueDate.Equal(time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)) {
 		t.Errorf("due_date = %v, want 2026-12-01T08:00:00Z", created.DueDate)
 	}
 	if !strings.Contains(string(res.Body), `"due_date":"2026-12-01T08:00:00Z"`) {
-		t.Errorf("due_date not sent in UTC: %s", res.Body)
+		t.Errorf("due_date not sent in UTC: %s, want \"due_date\":\"2026-12-01T08:00:00Z\"", res.Body)
 	}
 
 	// Get, by id and through "me".
 	for _, path := range []string{"/api/alice/tasks/" + created.ID, "/api/me/tasks/" + created.ID} {
 		res = e.do("GET", path, alice, nil)
 		if res.Status != http.StatusOK {
-			t.Fatalf("GET %s: status %d, body %s", path, res.Status, res.Body)
+			t.Fatalf("GET %s: status %d, body %s; want 200", path, res.Status, res.Body)
 		}
 		if got := res.task(t); got.ID != created.ID || got.Title != "Buy milk" {
-			t.Errorf("GET %s = %+v", path, got)
+			t.Errorf("GET %s = %+v, want task %s, \"Buy milk\"", path, got, created.ID)
 		}
 	}
 
 	// PUT changes only what it names; null clears description.
 	res = e.do("PUT", "/api/alice/tasks/"+created.ID, alice, `{"title":"Buy oat milk","description":null}`)
 	if res.Status != http.StatusOK {
-		t.Fatalf("PUT: status %d, body %s", res.Status, res.Body)
+		t.Fatalf("PUT: status %d, body %s; want 200", res.Status, res.Body)
 	}
 	updated := res.task(t)
 	if updated.Title != "Buy oat milk" || updated.Description != nil || updated.Priority != "high" ||
 		!slices.Equal(updated.Tags, []string{"shopping", "home"}) || updated.DueDate == nil {
-		t.Errorf("after PUT: %+v", updated)
+		t.Errorf("after PUT: %+v, want the title \"Buy oat milk\", no description and the rest unchanged", updated)
 	}
 	if !updated.UpdatedAt.After(created.UpdatedAt) || !updated.CreatedAt.Equal(created.CreatedAt) {
-		t.Errorf("after PUT: created_at %v → %v, updated_at %v → %v",
+		t.Errorf("after PUT: created_at %v → %v, updated_at %v → %v; want created_at kept and updated_at later",
 			created.CreatedAt, updated.CreatedAt, created.UpdatedAt, updated.UpdatedAt)
 	}
 
 	// PATCH clears the due date and the tags.
 	res = e.do("PATCH", "/api/me/tasks/"+created.ID, alice, `{"due_date":null,"tags":[],"priority":"low"}`)
 	if res.Status != http.StatusOK {
-		t.Fatalf("PATCH: status %d, body %s", res.Status, res.Body)
+		t.Fatalf("PATCH: status %d, body %s; want 200", res.Status, res.Body)
 	}
 	if got := res.task(t); got.DueDate != nil || len(got.Tags) != 0 || got.Priority != "low" || got.Title != "Buy oat milk" {
-		t.Errorf("after PATCH: %+v", got)
+		t.Errorf("after PATCH: %+v, want no due date, no tags, priority low and the title kept", got)
 	}
 	if !strings.Contains(string(res.Body), `"tags":[]`) {
-		t.Errorf("empty tags not sent as []: %s", res.Body)
+		t.Errorf("empty tags not sent as []: %s, want \"tags\":[]", res.Body)
 	}
 
 	// /complete without a body toggles; with a body it sets, and retrying is safe.
@@ -96,7 +96,7 @@ func TestTaskLifecycle(t *testing.T) {
 	} {
 		res = e.do("PATCH", path, alice, step.body)
 		if res.Status != http.StatusOK {
-			t.Fatalf("complete step %d: status %d, body %s", i, res.Status, res.Body)
+			t.Fatalf("complete step %d: status %d, body %s; want 200", i, res.Status, res.Body)
 		}
 		if got := res.task(t).Completed; got != step.want {
 			t.Errorf("complete step %d (body %v): completed = %v, want %v", i, step.body, got, step.want)
@@ -109,13 +109,13 @@ func TestTaskLifecycle(t *testing.T) {
 	}
 	res = e.do("DELETE", "/api/alice/tasks/"+created.ID, alice, nil)
 	if res.Status != http.StatusNoContent || len(res.Body) != 0 {
-		t.Errorf("DELETE: status %d, body %q", res.Status, res.Body)
+		t.Errorf("DELETE: status %d, body %q; want 204 with no body", res.Status, res.Body)
 	}
 	if res = e.do("GET", "/api/alice/tasks/"+created.ID, alice, nil); res.Status != http.StatusNotFound {
-		t.Errorf("GET after DELETE: status %d", res.Status)
+		t.Errorf("GET after DELETE: status %d, want 404", res.Status)
 	}
 	if res = e.do("DELETE", "/api/alice/tasks/"+created.ID, alice, nil); res.Status != http.StatusNotFound {
-		t.Errorf("second DELETE: status %d", res.Status)
+		t.Errorf("second DELETE: status %d, want 404", res.Status)
 	}
 	if res = e.do("GET", "/api/alice/tasks", alice, nil); string(res.Body) != "[]\n" {
 		t.Errorf("empty list body = %q, want []", res.Body)
@@ -127,7 +127,7 @@ func TestCreateDefaults(t *testing.T) {
 	e := newTestEnv(t, nil)
 	res := e.do("POST", "/api/me/tasks", e.token("bob"), `{"title":"x"}`)
 	if res.Status != http.StatusCreated {
-		t.Fatalf("status %d, body %s", res.Status, res.Body)
+		t.Fatalf("status %d, body %s; want 201", res.Status, res.Body)
 	}
 	var raw map[string]any
 	if err := json.Unmarshal(res.Body, &raw); err != nil {
@@ -137,7 +137,7 @@ func TestCreateDefaults(t *testing.T) {
 	for k, v := range want {
 		got, ok := raw[k]
 		if !ok {
-			t.Errorf("member %q missing from %s", k, res.Body)
+			t.Errorf("member %q missing from %s, want %s", k, res.Body, mustJSON(v))
 			continue
 		}
 		if gj, _ := json.Marshal(got); string(gj) != mustJSON(v) {
@@ -196,7 +196,7 @@ func TestIsolation(t *testing.T) {
 		// Identical to a task that does not exist at all.
 		other := e.do(c.method, strings.Replace(c.path, task.ID, "00000000-0000-4000-8000-000000000000", 1), mallory, c.body)
 		if res.problem(t).Detail != other.problem(t).Detail || other.Status != 404 {
-			t.Errorf("%s %s: another user's task answers %s, a missing one %d %s", c.method, c.path, res.Body, other.Status, other.Body)
+			t.Errorf("%s %s: another user's task answers %s, a missing one %d %s; want the same 404", c.method, c.path, res.Body, other.Status, other.Body)
 		}
 	}
 	if list := e.do("GET", "/api/me/tasks", mallory, nil).tasks(t); len(list) != 0 {
@@ -204,7 +204,7 @@ func TestIsolation(t *testing.T) {
 	}
 	got := e.do("GET", "/api/alice/tasks/"+task.ID, alice, nil).task(t)
 	if got.Title != "secret" || got.Completed || !got.UpdatedAt.Equal(task.UpdatedAt) {
-		t.Errorf("alice's task changed: %+v", got)
+		t.Errorf("alice's task changed: %+v, want it as it was", got)
 	}
 	if list := e.do("GET", "/api/alice/tasks", alice, nil).tasks(t); len(list) != 1 {
 		t.Errorf("alice has %d tasks, want 1", len(list))
@@ -240,7 +240,7 @@ func TestHealthAndReadiness(t *testing.T) {
 	e := newTestEnv(t, nil)
 	for _, path := range []string{"/healthz", "/readyz"} {
 		if res := e.do("GET", path, "", nil); res.Status != 200 {
-			t.Errorf("GET %s: status %d, body %s", path, res.Status, res.Body)
+			t.Errorf("GET %s: status %d, body %s; want 200", path, res.Status, res.Body)
 		}
 	}
 	// A database that refuses connections: not ready, but still alive, and
@@ -294,7 +294,7 @@ func TestDropInForExistingFrontends(t *testing.T) {
 		t.Helper()
 		res := e.do("POST", "/api/me/tasks", tok, body)
 		if res.Status != 201 {
-			t.Fatalf("create %s: %d %s", body, res.Status, res.Body)
+			t.Fatalf("create %s: %d %s, want 201", body, res.Status, res.Body)
 		}
 		return res.task(t)
 	}
@@ -318,7 +318,7 @@ func TestDropInForExistingFrontends(t *testing.T) {
 	t.Run("a list without limit is a full page of 500", func(t *testing.T) {
 		many := e.token("many")
 		if res := e.do("POST", "/api/me/tasks", many, `{"title":"first"}`); res.Status != 201 {
-			t.Fatalf("create: %d", res.Status)
+			t.Fatalf("create: %d, want 201", res.Status)
 		}
 		if _, err := e.db.Exec(`INSERT INTO tasks (user_id, title) SELECT 'many', 't' || g FROM generate_series(1, 504) g`); err != nil {
 			t.Fatal(err)
@@ -336,7 +336,7 @@ func TestDropInForExistingFrontends(t *testing.T) {
 	t.Run("one trailing slash on every API route", func(t *testing.T) {
 		created := e.do("POST", "/api/me/tasks/", tok, `{"title":"slash"}`)
 		if created.Status != 201 {
-			t.Fatalf("POST /api/me/tasks/: %d %s", created.Status, created.Body)
+			t.Fatalf("POST /api/me/tasks/: %d %s, want 201", created.Status, created.Body)
 		}
 		id := created.task(t).ID
 		for _, c := range []struct {
@@ -362,7 +362,7 @@ func TestDropInForExistingFrontends(t *testing.T) {
 			if res := e.do(c.method, c.path, tok, body); res.Status != c.want {
 				t.Errorf("%s %s: %d, want %d", c.method, c.path, res.Status, c.want)
 			} else if res.Header.Get("Location") != "" && c.want != 201 {
-				t.Errorf("%s %s: redirected to %s", c.method, c.path, res.Header.Get("Location"))
+				t.Errorf("%s %s: redirected to %s, want no redirect", c.method, c.path, res.Header.Get("Location"))
 			}
 		}
 	})
@@ -392,7 +392,7 @@ func TestDropInForExistingFrontends(t *testing.T) {
 			res := e.do(c.method, c.path, c.token, body)
 			d := res.problem(t).Detail
 			if r, _ := utf8.DecodeRuneInString(d); !unicode.IsUpper(r) || !strings.HasSuffix(d, ".") {
-				t.Errorf("%s %s %s: detail %q is not a sentence", c.method, c.path, c.body, d)
+				t.Errorf("%s %s %s: detail %q, want a sentence: a capital first and a full stop last", c.method, c.path, c.body, d)
 			}
 		}
 		if d := e.do("PATCH", "/api/me/tasks/"+bread.ID, tok, `{"title":"","tags":[""]}`).problem(t).Detail; !strings.Contains(d, "title must not be empty") {

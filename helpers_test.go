@@ -448,7 +448,7 @@ func (r response) problem(t testing.TB) problem {
 		t.Fatalf("decode problem from %s: %v", r.Body, err)
 	}
 	if p.Status != r.Status {
-		t.Errorf("problem status = %d, response status = %d", p.Status, r.Status)
+		t.Errorf("problem status = %d, want the response's %d", p.Status, r.Status)
 	}
 	return p
 }
@@ -675,7 +675,7 @@ func countTasks(t *testing.T, e *testEnv, tok string) int {
 	t.Helper()
 	res := e.do("GET", "/api/me/tasks", tok, nil)
 	if res.Status != http.StatusOK {
-		t.Fatalf("list: status %d", res.Status)
+		t.Fatalf("list: status %d, want 200", res.Status)
 	}
 	return len(res.tasks(t))
 }
@@ -690,7 +690,7 @@ func wantBadParam(t *testing.T, res response, query string) {
 	}
 	param, _, _ := strings.Cut(query, "=")
 	if p := res.problem(t); !strings.Contains(p.Detail, param) {
-		t.Errorf("?%s: detail %q does not name %s", query, p.Detail, param)
+		t.Errorf("?%s: detail %q, want it to name %s", query, p.Detail, param)
 	}
 }
 
@@ -739,14 +739,14 @@ func pageAll(t *testing.T, e *testEnv, tok, path string) (tasks []Task, pages in
 	for path != "" {
 		res := e.do("GET", path, tok, nil)
 		if res.Status != 200 {
-			t.Fatalf("GET %s: %d %s", path, res.Status, res.Body)
+			t.Fatalf("GET %s: %d %s, want 200", path, res.Status, res.Body)
 		}
 		page := res.tasks(t)
 		tasks = append(tasks, page...)
 		pages++
 		path = nextLink(t, res.Header)
 		if path != "" && len(page) == 0 {
-			t.Fatalf("an empty page with a next link at %s", path)
+			t.Fatalf("an empty page with a next link at %s, want no next page after an empty one", path)
 		}
 		if pages > 1000 {
 			t.Fatal("paging does not end")
@@ -774,7 +774,7 @@ func seedVaried(t *testing.T, e *testEnv, tok string, n int) []Task {
 		}
 		res := e.do("POST", "/api/me/tasks", tok, body)
 		if res.Status != 201 {
-			t.Fatalf("seed: %d %s", res.Status, res.Body)
+			t.Fatalf("seed: %d %s, want 201", res.Status, res.Body)
 		}
 		out = append(out, res.task(t))
 	}
@@ -838,16 +838,16 @@ func openStream(t testing.TB, base, path, token string, headers map[string]strin
 	t.Helper()
 	resp, status := dialStream(t, base, path, token, headers)
 	if status != http.StatusOK {
-		t.Fatalf("GET %s: status %d", path, status)
+		t.Fatalf("GET %s: status %d, want 200", path, status)
 	}
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
-		t.Fatalf("GET %s: Content-Type %q", path, ct)
+		t.Fatalf("GET %s: Content-Type %q, want text/event-stream", path, ct)
 	}
 	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
 		t.Errorf("GET %s: Cache-Control %q, want no-store", path, cc)
 	}
 	if resp.Header.Get("X-Request-ID") == "" || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
-		t.Errorf("GET %s: the headers every answer has are missing: %v", path, resp.Header)
+		t.Errorf("GET %s: the headers every answer has are missing: %v; want an X-Request-ID and X-Content-Type-Options: nosniff", path, resp.Header)
 	}
 	if !slices.Equal(resp.TransferEncoding, []string{"chunked"}) {
 		t.Errorf("GET %s: Transfer-Encoding %v, want chunked", path, resp.TransferEncoding)
@@ -943,9 +943,9 @@ func (s *sseStream) waitEnded(d time.Duration) {
 	select {
 	case <-s.ended:
 		if s.err != nil {
-			s.t.Errorf("the stream ended without its last chunk: %v", s.err)
+			s.t.Errorf("the stream ended without its last chunk: %v, want a clean end", s.err)
 		}
 	case <-time.After(d):
-		s.t.Fatalf("the stream was still open after %v", d)
+		s.t.Fatalf("the stream was still open after %v, want it ended", d)
 	}
 }

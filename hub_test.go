@@ -47,7 +47,7 @@ func TestEventsListenerRestored(t *testing.T) {
 	wg.Wait()
 	waitFor(t, func() bool { return e.hub.ready() })
 	if res := e.do("GET", "/readyz", "", nil); res.Status != 200 {
-		t.Errorf("readyz after the listener is back: %d", res.Status)
+		t.Errorf("readyz after the listener is back: %d, want 200", res.Status)
 	}
 
 	var prev int64
@@ -104,6 +104,6 @@ func TestEventsStreamsShareReads(t *testing.T) {
 	reads := e.hub.reads.Load() - before
 	t.Logf("%d streams, %d creates: %d history reads", streams, creates, reads)
 	if reads > 2*creates {
-		t.Errorf("%d history reads for %d creates seen by %d streams: the streams do not share them", reads, creates, streams)
+		t.Errorf("%d history reads for %d creates seen by %d streams, want at most %d: the streams do not share them", reads, creates, streams, 2*creates)
 	}
 }

@@ -21,7 +21,7 @@ func TestIdempotentCreate(t *testing.T) {
 
 	first := e.doWith("POST", "/api/me/tasks", alice, key, body)
 	if first.Status != 201 {
-		t.Fatalf("first: %d %s", first.Status, first.Body)
+		t.Fatalf("first: %d %s, want 201", first.Status, first.Body)
 	}
 	// A retry of the same request: same status, same task, same headers,
 	// byte for byte the same body, and nothing created.
@@ -37,7 +37,7 @@ func TestIdempotentCreate(t *testing.T) {
 	}
 	// The same request, formatted differently, is the same request.
 	if retry := e.doWith("POST", "/api/me/tasks", alice, key, `{ "tags": ["home", "home"], "title": " pay rent " }`); retry.Status != 201 || string(retry.Body) != string(first.Body) {
-		t.Errorf("equivalent retry: %d %s", retry.Status, retry.Body)
+		t.Errorf("equivalent retry: %d %s, want 201 with the original %s", retry.Status, retry.Body, first.Body)
 	}
 	if n := countTasks(t, e, alice); n != 1 {
 		t.Errorf("%d tasks after retries, want 1", n)
@@ -54,11 +54,11 @@ func TestIdempotentCreate(t *testing.T) {
 	if res.Status != 422 {
 		t.Errorf("same key, other body: %d, want 422", res.Status)
 	} else if p := res.problem(t); !strings.Contains(p.Detail, "Idempotency-Key") {
-		t.Errorf("detail %q", p.Detail)
+		t.Errorf("detail %q, want it to name Idempotency-Key", p.Detail)
 	}
 	// Keys are per user.
 	if res := e.doWith("POST", "/api/me/tasks", bob, key, body); res.Status != 201 || res.task(t).ID == id || res.Header.Get("Idempotent-Replayed") != "" {
-		t.Errorf("bob with alice's key: %d %s", res.Status, res.Body)
+		t.Errorf("bob with alice's key: %d %s, want 201 with a new task of his own", res.Status, res.Body)
 	}
 	if n := countTasks(t, e, alice); n != 1 {
 		t.Errorf("alice has %d tasks, want 1", n)
@@ -72,10 +72,10 @@ func TestIdempotentCreate(t *testing.T) {
 	// A refused body does not use up the key.
 	k2 := map[string]string{"Idempotency-Key": "k2"}
 	if res := e.doWith("POST", "/api/me/tasks", alice, k2, `{"title":""}`); res.Status != 422 {
-		t.Fatalf("invalid body: %d", res.Status)
+		t.Fatalf("invalid body: %d, want 422", res.Status)
 	}
 	if res := e.doWith("POST", "/api/me/tasks", alice, k2, `{"title":"ok now"}`); res.Status != 201 || res.Header.Get("Idempotent-Replayed") != "" {
-		t.Errorf("valid body after an invalid one with the same key: %d", res.Status)
+		t.Errorf("valid body after an invalid one with the same key: %d, want 201, not replayed", res.Status)
 	}
 }
 
@@ -100,7 +100,7 @@ func TestConcurrentIdempotentCreate(t *testing.T) {
 		wg.Wait()
 		for i, r := range results {
 			if r.Status != 201 || r.task(t).ID != results[0].task(t).ID {
-				t.Errorf("round %d client %d: %d %s", round, i, r.Status, r.Body)
+				t.Errorf("round %d client %d: %d %s, want 201 with task %s", round, i, r.Status, r.Body, results[0].task(t).ID)
 			}
 		}
 		if n := countTasks(t, e, tok); n != round+1 {
@@ -159,14 +159,14 @@ func TestIdempotencyKeysKeepNothing(t *testing.T) {
 	body := `{"title":"` + secret + `","description":"` + secret + `","completed":true}`
 	first := e.doWith("POST", "/api/me/tasks", tok, map[string]string{"Idempotency-Key": "k1"}, body)
 	if first.Status != 201 {
-		t.Fatalf("create: %d %s", first.Status, first.Body)
+		t.Fatalf("create: %d %s, want 201", first.Status, first.Body)
 	}
 	var stored string
 	if err := e.db.QueryRow(`SELECT coalesce(request, '') || encode(coalesce(request_hash, ''), 'escape') FROM idempotency_keys`).Scan(&stored); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Contains(stored, "secret") {
-		t.Errorf("the key stores the request's text: %q", stored)
+		t.Errorf("the key stores the request's text: %q, want only a hash", stored)
 	}
 	if retry := e.doWith("POST", "/api/me/tasks", tok, map[string]string{"Idempotency-Key": "k1"}, body); string(retry.Body) != string(first.Body) {
 		t.Errorf("retry: %s, want the original %s", retry.Body, first.Body)
@@ -178,7 +178,7 @@ func TestIdempotencyKeysKeepNothing(t *testing.T) {
 	e.do("DELETE", "/api/me/tasks?status=completed", tok, nil)
 	var hashes int
 	if err := e.db.QueryRow(`SELECT count(request_hash) FROM idempotency_keys`).Scan(&hashes); err != nil || hashes != 0 {
-		t.Errorf("%d keys still hold a hash after their tasks were deleted (%v)", hashes, err)
+		t.Errorf("%d keys still hold a hash after their tasks were deleted (%v), want 0", hashes, err)
 	}
 	for _, k := range []string{"k1", "k2"} {
 		res := e.doWith("POST", "/api/me/tasks", tok, map[string]string{"Idempotency-Key": k}, body)

@@ -103,7 +103,7 @@ func TestLimitsAgree(t *testing.T) {
 				limit, known := want[key]
 				switch {
 				case !known:
-					t.Errorf("openapi.json: %s is %v, a limit that limits.go does not know", key, n)
+					t.Errorf("openapi.json: %s is %v, a limit that limits.go does not know; want only known limits", key, n)
 				case int(n) != limit:
 					t.Errorf("openapi.json: %s is %v, want %d", key, n, limit)
 				}

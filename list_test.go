@@ -89,18 +89,18 @@ func TestPagingEveryOrder(t *testing.T) {
 			}
 			got, _ = pageAll(t, e, tok, "/api/me/tasks?limit=3&status=pending&sort="+sort+"&order="+order)
 			if !slices.Equal(ids(got), expectedOrder(pending, sort, order == "desc")) {
-				t.Errorf("sort=%s order=%s status=pending: paged order differs", sort, order)
+				t.Errorf("sort=%s order=%s status=pending: paged order differs from the documented one\n got %v\nwant %v", sort, order, ids(got), expectedOrder(pending, sort, order == "desc"))
 			}
 		}
 	}
 	// The default is a full page of 500; a full last page has no next link.
 	res := e.do("GET", "/api/me/tasks", tok, nil)
 	if n := len(res.tasks(t)); n != 23 || res.Header.Get("Link") != "" {
-		t.Errorf("default page: %d tasks, Link %q", n, res.Header.Get("Link"))
+		t.Errorf("default page: %d tasks, Link %q; want 23 tasks and no Link", n, res.Header.Get("Link"))
 	}
 	res = e.do("GET", "/api/me/tasks?limit=23", tok, nil)
 	if res.Header.Get("Link") != "" {
-		t.Errorf("limit equal to the count still links a next page: %q", res.Header.Get("Link"))
+		t.Errorf("limit equal to the count still links a next page: %q, want no Link", res.Header.Get("Link"))
 	}
 }
 
@@ -128,7 +128,7 @@ func TestPagingWhileTasksChange(t *testing.T) {
 		}
 		for _, id := range []string{first[0].ID, unseen} {
 			if res := e.do("DELETE", "/api/me/tasks/"+id, tok, nil); res.Status != 204 {
-				t.Fatalf("delete: %d", res.Status)
+				t.Fatalf("delete: %d, want 204", res.Status)
 			}
 		}
 		for range 3 {
@@ -141,17 +141,17 @@ func TestPagingWhileTasksChange(t *testing.T) {
 		}
 		for id, n := range counts {
 			if n > 1 {
-				t.Errorf("sort=%s: task %s seen %d times", sort, id, n)
+				t.Errorf("sort=%s: task %s seen %d times, want once", sort, id, n)
 			}
 		}
 		// Every task that existed throughout was seen.
 		for _, task := range all {
 			if task.ID != unseen && task.ID != first[0].ID && counts[task.ID] != 1 {
-				t.Errorf("sort=%s: task %s (%q) was skipped", sort, task.ID, task.Title)
+				t.Errorf("sort=%s: task %s (%q) seen %d times, want once", sort, task.ID, task.Title, counts[task.ID])
 			}
 		}
 		if counts[unseen] != 0 {
-			t.Errorf("sort=%s: a task deleted before its page was listed", sort)
+			t.Errorf("sort=%s: a task deleted before its page was listed is seen %d times, want 0", sort, counts[unseen])
 		}
 		all = slices.DeleteFunc(all, func(task Task) bool { return task.ID == unseen || task.ID == first[0].ID })
 	}
@@ -168,7 +168,7 @@ func TestListFiltersAndSorting(t *testing.T) {
 			t.Helper()
 			res := e.do("POST", "/api/me/tasks", tok, body)
 			if res.Status != 201 {
-				t.Fatalf("create %s: %d %s", body, res.Status, res.Body)
+				t.Fatalf("create %s: %d %s, want 201", body, res.Status, res.Body)
 			}
 			return res.task(t)
 		}
@@ -182,7 +182,7 @@ func TestListFiltersAndSorting(t *testing.T) {
 			t.Helper()
 			res := e.do("GET", "/api/me/tasks"+query, tok, nil)
 			if res.Status != 200 {
-				t.Fatalf("list %s: %d %s", query, res.Status, res.Body)
+				t.Fatalf("list %s: %d %s, want 200", query, res.Status, res.Body)
 			}
 			var out []string
 			for _, task := range res.tasks(t) {
@@ -220,7 +220,7 @@ func TestListFiltersAndSorting(t *testing.T) {
 			t.Helper()
 			res := e.do("POST", "/api/me/tasks", tok, body)
 			if res.Status != 201 {
-				t.Fatalf("create: %d %s", res.Status, res.Body)
+				t.Fatalf("create: %d %s, want 201", res.Status, res.Body)
 			}
 			return res.task(t)
 		}
@@ -234,7 +234,7 @@ func TestListFiltersAndSorting(t *testing.T) {
 			t.Helper()
 			res := e.do("GET", "/api/me/tasks?sort=title&"+query, tok, nil)
 			if res.Status != 200 {
-				t.Fatalf("list ?%s: %d %s", query, res.Status, res.Body)
+				t.Fatalf("list ?%s: %d %s, want 200", query, res.Status, res.Body)
 			}
 			var out []string
 			for _, task := range res.tasks(t) {
@@ -393,10 +393,10 @@ func TestStatsAndBulkDelete(t *testing.T) {
 	var st Stats
 	res := e.do("GET", "/api/me/tasks/stats", tok, nil)
 	if err := json.Unmarshal(res.Body, &st); err != nil || res.Status != 200 {
-		t.Fatalf("stats: %d %s", res.Status, res.Body)
+		t.Fatalf("stats: %d %s, want 200 with the stats", res.Status, res.Body)
 	}
 	if st != (Stats{Total: 5, Completed: 2, Pending: 3, Overdue: 1}) {
-		t.Errorf("stats = %+v", st)
+		t.Errorf("stats = %+v, want %+v", st, Stats{Total: 5, Completed: 2, Pending: 3, Overdue: 1})
 	}
 
 	for _, q := range []string{"", "?status=all", "?status=pending", "?status=completed&status=pending", "?status=completed&q=a", "?status=COMPLETED"} {
@@ -405,17 +405,17 @@ func TestStatsAndBulkDelete(t *testing.T) {
 		}
 	}
 	if n := countTasks(t, e, tok); n != 5 {
-		t.Fatalf("refused bulk deletes changed the count to %d", n)
+		t.Fatalf("refused bulk deletes changed the count to %d, want 5", n)
 	}
 	res = e.do("DELETE", "/api/me/tasks?status=completed", tok, nil)
 	if res.Status != 200 || strings.TrimSpace(string(res.Body)) != `{"deleted":2}` {
-		t.Errorf("bulk delete: %d %s", res.Status, res.Body)
+		t.Errorf("bulk delete: %d %s, want 200 with {\"deleted\":2}", res.Status, res.Body)
 	}
 	if n := countTasks(t, e, tok); n != 3 {
 		t.Errorf("after bulk delete: %d tasks, want 3", n)
 	}
 	if n := countTasks(t, e, other); n != 1 {
-		t.Errorf("another user's completed task was deleted too")
+		t.Errorf("another user has %d tasks, want 1: their completed task was deleted too", n)
 	}
 	if res := e.do("DELETE", "/api/other/tasks?status=completed", tok, nil); res.Status != 403 {
 		t.Errorf("bulk delete on another user's path: %d, want 403", res.Status)
@@ -556,7 +556,7 @@ func explainList(t *testing.T, db *sql.DB, opts ListOptions, filter string) {
 		switch filter {
 		case "", "status":
 			if !strings.Contains(text, "Index Scan") || strings.Contains(text, "Sort") || strings.Contains(text, "Seq Scan") {
-				t.Errorf("%s, %s: the plan is not an index scan without a sort:\n%s", name, mode, text)
+				t.Errorf("%s, %s: want an index scan without a sort, got the plan:\n%s", name, mode, text)
 			}
 		default:
 			// A filter that matches few rows may be read and sorted whole,
@@ -568,7 +568,7 @@ func explainList(t *testing.T, db *sql.DB, opts ListOptions, filter string) {
 				}
 			}
 			if strings.Contains(text, "Seq Scan") || !bounded {
-				t.Errorf("%s, %s: the plan reads more than the user's rows through the user's index:\n%s", name, mode, text)
+				t.Errorf("%s, %s: want a read of the user's rows only, through the user's index, got the plan:\n%s", name, mode, text)
 			}
 		}
 	}

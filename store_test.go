@@ -37,7 +37,7 @@ func TestUserRowKeptCurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	if email, name, _ := user(); email != "ada@example.com" || name != "Ada" {
-		t.Errorf("after first create: %q %q", email, name)
+		t.Errorf("after first create: %q %q, want \"ada@example.com\" \"Ada\"", email, name)
 	}
 	// A token without profile claims erases nothing and rewrites nothing.
 	_, _, before := user()
@@ -45,14 +45,14 @@ func TestUserRowKeptCurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	if email, name, after := user(); email != "ada@example.com" || name != "Ada" || !after.Equal(before) {
-		t.Errorf("after a write without claims: %q %q, updated_at %v → %v", email, name, before, after)
+		t.Errorf("after a write without claims: %q %q, updated_at %v → %v; want all unchanged", email, name, before, after)
 	}
 	// A changed email is picked up by the next write.
 	if _, err := store.UpdateTask(ctx, User{ID: "ada", Email: "ada@new.example.com"}, task.ID, TaskPatch{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if email, name, _ := user(); email != "ada@new.example.com" || name != "Ada" {
-		t.Errorf("after an email change: %q %q", email, name)
+		t.Errorf("after an email change: %q %q, want \"ada@new.example.com\" \"Ada\"", email, name)
 	}
 	// Deleting the user deletes their tasks.
 	if _, err := db.Exec("DELETE FROM users WHERE id = 'ada'"); err != nil {
@@ -88,13 +88,13 @@ func TestConstraintsMirrorValidation(t *testing.T) {
 		{"user id over the limit", "INSERT INTO users (id) VALUES ($1)", []any{strings.Repeat("u", maxUserID+1)}},
 	} {
 		if _, err := db.Exec(tc.sql, tc.args...); err == nil {
-			t.Errorf("%s: the database accepted it", tc.name)
+			t.Errorf("%s: the database accepted it, want it refused", tc.name)
 		}
 	}
 	// And the limits themselves are accepted.
 	if _, err := db.Exec("INSERT INTO tasks (user_id, title, description, tags) VALUES ('c', $1, $2, $3)",
 		strings.Repeat("😀", maxTitle), strings.Repeat("x", maxDescription), numberedTags(maxTags)); err != nil {
-		t.Errorf("the limits themselves: %v", err)
+		t.Errorf("the limits themselves: %v, want them accepted", err)
 	}
 }
 
@@ -216,7 +216,7 @@ func TestRoundTripBudget(t *testing.T) {
 			res := e.doWith(c.method, p, tok, headers, c.body)
 			got := counter.n.Load() - before
 			if res.Status >= 500 || (c.want > 0 && res.Status >= 400) {
-				t.Fatalf("%s: status %d %s", c.name, res.Status, res.Body)
+				t.Fatalf("%s: status %d %s; want below 500, and below 400 where the route reaches the database", c.name, res.Status, res.Body)
 			}
 			if round == 2 && got != c.want {
 				t.Errorf("%s: %d round trips, want %d", c.name, got, c.want)
@@ -289,7 +289,7 @@ func TestCancelledRequestKeepsConnection(t *testing.T) {
 	}
 	got, err := store.GetTask(ctx, u.ID, task.ID)
 	if err != nil || got.Title != "renamed" {
-		t.Errorf("after: %+v, %v", got, err)
+		t.Errorf("after: %+v, %v; want the title \"renamed\"", got, err)
 	}
 	if n := dials.Load(); n != 1 {
 		t.Errorf("the pool opened %d connections; want 1, kept throughout", n)

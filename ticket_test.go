@@ -19,7 +19,7 @@ func TestEventsTickets(t *testing.T) {
 		ExpiresAt time.Time `json:"expires_at"`
 	}
 	if err := json.Unmarshal(res.Body, &tk); err != nil || res.Status != 200 || tk.Ticket == "" {
-		t.Fatalf("ticket: %d %s", res.Status, res.Body)
+		t.Fatalf("ticket: %d %s, want 200 with a ticket", res.Status, res.Body)
 	}
 	if d := time.Until(tk.ExpiresAt); d > 61*time.Second || d < 50*time.Second {
 		t.Errorf("ticket expires in %v, want about 60 s", d)
@@ -27,10 +27,10 @@ func TestEventsTickets(t *testing.T) {
 	s := openStream(t, e.srv.URL, "/api/ticketed/events?ticket="+tk.Ticket, "", nil)
 	e.do("POST", "/api/me/tasks", tok, `{"title":"seen"}`)
 	if ev := s.next(); ev.Event != "task.created" {
-		t.Errorf("with a ticket: %+v", ev)
+		t.Errorf("with a ticket: %+v, want task.created", ev)
 	}
 	if _, status := dialStream(t, e.srv.URL, "/api/me/events?ticket="+tk.Ticket, "", nil); status != 200 {
-		t.Errorf("ticket with /me: %d", status)
+		t.Errorf("ticket with /me: %d, want 200", status)
 	}
 
 	codec := newTicketCodec([]byte("test events key"))
@@ -60,7 +60,7 @@ func TestEventsTickets(t *testing.T) {
 	sh.waitEnded(5 * time.Second)
 
 	if logs := e.logs.String(); strings.Contains(logs, tk.Ticket) || strings.Contains(logs, tk.Ticket[:20]) || strings.Contains(logs, "ticket=") {
-		t.Errorf("a ticket is in the logs:\n%s", logs)
+		t.Errorf("a ticket is in the logs, want none:\n%s", logs)
 	}
 	if !strings.Contains(e.logs.String(), `"route":"GET /api/{user_id}/events"`) {
 		t.Error("the stream's request was not logged by its route")
@@ -79,9 +79,9 @@ func TestEventsTokenExpiry(t *testing.T) {
 	began := time.Now()
 	s.waitEnded(6 * time.Second)
 	if d := time.Since(began); d < 500*time.Millisecond {
-		t.Errorf("the stream ended after %v, before its token expired", d)
+		t.Errorf("the stream ended after %v, before its token expired; want at least 500ms", d)
 	}
 	if n := e.hub.count(""); n != 0 {
-		t.Errorf("%d streams left in the hub", n)
+		t.Errorf("%d streams left in the hub, want 0", n)
 	}
 }

@@ -22,7 +22,7 @@ func TestAccount(t *testing.T) {
 		t.Helper()
 		res := e.do("GET", "/api/me", tok, nil)
 		if res.Status != 200 {
-			t.Fatalf("GET /api/me: %d %s", res.Status, res.Body)
+			t.Fatalf("GET /api/me: %d %s, want 200", res.Status, res.Body)
 		}
 		var a Account
 		if err := json.Unmarshal(res.Body, &a); err != nil {
@@ -33,40 +33,40 @@ func TestAccount(t *testing.T) {
 	// Before any write: the token's profile, no row yet, nothing counted.
 	a := get()
 	if a.ID != "acct" || a.Email == nil || *a.Email != "acct@example.com" || a.CreatedAt != nil || a.Tasks != (Stats{}) {
-		t.Errorf("fresh account: %+v", a)
+		t.Errorf("fresh account: %+v, want acct <acct@example.com>, no created_at and nothing counted", a)
 	}
 	e.do("POST", "/api/me/tasks", tok, `{"title":"one"}`)
 	e.do("POST", "/api/me/tasks", tok, `{"title":"two","completed":true}`)
 	a = get()
 	if a.CreatedAt == nil || a.Name == nil || *a.Name != "Ann" || a.Tasks != (Stats{Total: 2, Completed: 1, Pending: 1}) {
-		t.Errorf("account after two creates: %+v", a)
+		t.Errorf("account after two creates: %+v, want a created_at, the name Ann and 2 tasks, 1 completed", a)
 	}
 
 	if res := e.do("DELETE", "/api/me", tok, nil); res.Status != 204 {
-		t.Fatalf("DELETE /api/me: %d %s", res.Status, res.Body)
+		t.Fatalf("DELETE /api/me: %d %s, want 204", res.Status, res.Body)
 	}
 	for table, column := range map[string]string{"users": "id", "tasks": "user_id", "idempotency_keys": "user_id"} {
 		var n int
 		if err := e.db.QueryRow("SELECT count(*) FROM " + table + " WHERE " + column + " = 'acct'").Scan(&n); err != nil || n != 0 {
-			t.Errorf("%s rows left for the erased user: %d (%v)", table, n, err)
+			t.Errorf("%s rows left for the erased user: %d (%v), want 0", table, n, err)
 		}
 	}
 	// The token is still valid: the account starts empty.
 	if a := get(); a.CreatedAt != nil || a.Tasks.Total != 0 {
-		t.Errorf("after erasure: %+v", a)
+		t.Errorf("after erasure: %+v, want no created_at and no tasks", a)
 	}
 	if n := countTasks(t, e, tok); n != 0 {
-		t.Errorf("after erasure: %d tasks", n)
+		t.Errorf("after erasure: %d tasks, want 0", n)
 	}
 	if res := e.do("POST", "/api/me/tasks", tok, `{"title":"fresh start"}`); res.Status != 201 {
-		t.Errorf("create after erasure: %d", res.Status)
+		t.Errorf("create after erasure: %d, want 201", res.Status)
 	}
 	// Nobody else lost anything.
 	if n := countTasks(t, e, other); n != 1 {
 		t.Errorf("bystander has %d tasks, want 1", n)
 	}
 	if res := e.do("GET", "/api/me", "", nil); res.Status != 401 {
-		t.Errorf("GET /api/me without a token: %d", res.Status)
+		t.Errorf("GET /api/me without a token: %d, want 401", res.Status)
 	}
 }
 
@@ -82,7 +82,7 @@ func TestTaskQuota(t *testing.T) {
 	for i := range 3 {
 		res := e.do("POST", "/api/me/tasks", tok, fmt.Sprintf(`{"title":"t%d"}`, i))
 		if res.Status != 201 {
-			t.Fatalf("create %d: %d", i, res.Status)
+			t.Fatalf("create %d: %d, want 201", i, res.Status)
 		}
 		ids = append(ids, res.task(t).ID)
 	}
