@@ -282,7 +282,7 @@ func TestHealthAndReadiness(t *testing.T) {
 
 // TestDropInForExistingFrontends checks what frontends written for other
 // backends (FastAPI ones, mostly) send and expect. Their spellings of the
-// list parameters are checked in list_test.go (TestListParameterSpellings),
+// list parameters are checked in list_test.go (TestListFiltersAndSorting),
 // CORS with credentials in middleware_test.go (TestCORSCredentials), and a
 // session token sent in place of a JWT in auth_test.go
 // (TestSessionTokenInsteadOfJWT).
@@ -290,17 +290,9 @@ func TestDropInForExistingFrontends(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, nil)
 	tok := e.token("frontend")
-	mk := func(body string) Task {
-		t.Helper()
-		res := e.do("POST", "/api/me/tasks", tok, body)
-		if res.Status != 201 {
-			t.Fatalf("create %s: %d %s, want 201", body, res.Status, res.Body)
-		}
-		return res.task(t)
-	}
-	milk := mk(`{"title":"buy milk","priority":"low"}`)
-	bread := mk(`{"title":"bake bread","priority":"high","completed":true}`)
-	mk(`{"title":"call mum","priority":"medium","due_date":"2030-01-01T00:00:00Z"}`)
+	milk := createTask(t, e, tok, `{"title":"buy milk","priority":"low"}`)
+	bread := createTask(t, e, tok, `{"title":"bake bread","priority":"high","completed":true}`)
+	createTask(t, e, tok, `{"title":"call mum","priority":"medium","due_date":"2030-01-01T00:00:00Z"}`)
 
 	t.Run("an object without completed toggles", func(t *testing.T) {
 		path := "/api/me/tasks/" + milk.ID + "/complete"

@@ -694,6 +694,32 @@ func wantBadParam(t *testing.T, res response, query string) {
 	}
 }
 
+// createTask creates a task from body (JSON text, or a value to encode as
+// JSON) as the user of tok, and fails the test unless it is created.
+func createTask(t testing.TB, e *testEnv, tok string, body any) Task {
+	t.Helper()
+	res := e.do("POST", "/api/me/tasks", tok, body)
+	if res.Status != 201 {
+		t.Fatalf("create %v: %d %s, want 201", body, res.Status, res.Body)
+	}
+	return res.task(t)
+}
+
+// listTitles lists path as the user of tok and returns the titles of the
+// tasks, in order; it fails the test unless the list is a 200.
+func listTitles(t testing.TB, e *testEnv, tok, path string) []string {
+	t.Helper()
+	res := e.do("GET", path, tok, nil)
+	if res.Status != 200 {
+		t.Fatalf("list %s: %d %s, want 200", path, res.Status, res.Body)
+	}
+	var titles []string
+	for _, task := range res.tasks(t) {
+		titles = append(titles, task.Title)
+	}
+	return titles
+}
+
 // countTasksIn counts a user's tasks straight from the database.
 func countTasksIn(t testing.TB, e *testEnv, userID string) int {
 	t.Helper()
