@@ -252,7 +252,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (User, error) {
 	if id == nil || !validUserID(*id) {
 		return User{}, fmt.Errorf("%w: no usable user id in sub, userId or id", errInvalidToken)
 	}
-	u := User{ID: *id, Email: cleanClaim(claims.Email, 320), Name: cleanClaim(claims.Name, 255)}
+	u := User{ID: *id, Email: cleanClaim(claims.Email, maxEmailClaim), Name: cleanClaim(claims.Name, maxNameClaim)}
 	v.cache.put(digest, u, claims.ExpiresAt.Time, v.now())
 	return u, nil
 }

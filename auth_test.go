@@ -187,7 +187,7 @@ func TestAuthTable(t *testing.T) {
 					t.Fatalf("status %d, want 401; body %s", resp.StatusCode, buf.Bytes())
 				}
 				if got := resp.Header.Get("WWW-Authenticate"); !strings.HasPrefix(got, "Bearer") {
-					t.Errorf("WWW-Authenticate = %q", got)
+					t.Errorf("WWW-Authenticate = %q, want it to start with Bearer", got)
 				}
 				res := response{Status: resp.StatusCode, Header: resp.Header, Body: buf.Bytes()}
 				if p := res.problem(t); p.Detail == "" {
@@ -217,11 +217,11 @@ func TestMissingAndInvalidTokenHeaders(t *testing.T) {
 	e := newTestEnv(t, nil)
 	res := e.do("GET", "/api/me/tasks", "", nil)
 	if res.Status != 401 || res.Header.Get("WWW-Authenticate") != `Bearer realm="taskapi"` {
-		t.Errorf("no token: %d, WWW-Authenticate %q", res.Status, res.Header.Get("WWW-Authenticate"))
+		t.Errorf("no token: %d, WWW-Authenticate %q; want 401, Bearer realm=\"taskapi\"", res.Status, res.Header.Get("WWW-Authenticate"))
 	}
 	res = e.do("GET", "/api/me/tasks", "x.y.z", nil)
 	if res.Status != 401 || !strings.Contains(res.Header.Get("WWW-Authenticate"), `error="invalid_token"`) {
-		t.Errorf("bad token: %d, WWW-Authenticate %q", res.Status, res.Header.Get("WWW-Authenticate"))
+		t.Errorf("bad token: %d, WWW-Authenticate %q; want 401 with error=\"invalid_token\"", res.Status, res.Header.Get("WWW-Authenticate"))
 	}
 	// A missing token is 401 even on another user's path: sign in first.
 	if res := e.do("GET", "/api/someone/tasks", "", nil); res.Status != 401 {
@@ -232,7 +232,24 @@ func TestMissingAndInvalidTokenHeaders(t *testing.T) {
 	e.do("GET", "/api/me/tasks", tok, nil)
 	e.do("GET", "/api/me/tasks", tok+"x", nil)
 	if logs := e.logs.String(); strings.Contains(logs, tok[:40]) || strings.Contains(logs, strings.Split(tok, ".")[2]) {
-		t.Errorf("a token appears in the logs:\n%s", logs)
+		t.Errorf("a token appears in the logs, want none:\n%s", logs)
+	}
+}
+
+// TestSessionTokenInsteadOfJWT checks the 401 of a frontend that sends
+// Better Auth's session token where the JWT belongs: it says the token is
+// not a JWT and where the JWT comes from, while a JWT that fails gets the
+// plain 401.
+func TestSessionTokenInsteadOfJWT(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	res := e.do("GET", "/api/me/tasks", "aZ3kq9XbT2mLr7sVw1yE5nHc8uJd4fGp", nil) // Better Auth's session token
+	if d := res.problem(t).Detail; res.Status != 401 || !strings.Contains(d, "not a JWT") || !strings.Contains(d, "/api/auth/token") {
+		t.Errorf("session token: %d %q, want 401 saying it is not a JWT and where the JWT comes from", res.Status, d)
+	}
+	res = e.do("GET", "/api/me/tasks", "eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl", nil)
+	if d := res.problem(t).Detail; res.Status != 401 || strings.Contains(d, "not a JWT") {
+		t.Errorf("a JWT that fails: %d %q, want the plain 401", res.Status, d)
 	}
 }
 
@@ -271,7 +288,7 @@ func TestJWKSOnlyRefusesHS256(t *testing.T) {
 		t.Errorf("HS256 token in JWKS-only mode: err = %v, want errInvalidToken", err)
 	}
 	if u, err := v.Verify(context.Background(), ed.sign(t, betterAuthClaims("me1"))); err != nil || u.ID != "me1" || u.Email != "me1@example.com" {
-		t.Errorf("EdDSA token: %+v, %v", u, err)
+		t.Errorf("EdDSA token: %+v, %v; want me1 <me1@example.com>", u, err)
 	}
 }
 
@@ -289,7 +306,7 @@ func TestVerifiedTokenCache(t *testing.T) {
 	tok := ed.sign(t, claims)
 	for range 3 {
 		if u, err := v.Verify(ctx, tok); err != nil || u.ID != "cached" || u.Email != "cached@example.com" {
-			t.Fatalf("Verify = %+v, %v", u, err)
+			t.Fatalf("Verify = %+v, %v; want cached <cached@example.com>", u, err)
 		}
 	}
 	if n := len(v.cache.entries); n != 1 {
@@ -316,7 +333,7 @@ func TestVerifiedTokenCache(t *testing.T) {
 	for i := range 1000 {
 		c.put(sha256.Sum256([]byte(fmt.Sprint(i))), User{ID: "u"}, now.Add(time.Hour), now)
 		if len(c.entries) > 100 {
-			t.Fatalf("cache holds %d tokens, max 100", len(c.entries))
+			t.Fatalf("cache holds %d tokens, want at most 100", len(c.entries))
 		}
 	}
 	if _, ok := c.get(sha256.Sum256([]byte("999")), now); !ok {
@@ -349,7 +366,7 @@ func FuzzBearer(f *testing.F) {
 		}
 		u, err := v.Verify(context.Background(), raw)
 		if err == nil && u.ID != "fuzz" {
-			t.Fatalf("header %q verified as %+v", header, u)
+			t.Fatalf("header %q verified as %+v, want it refused or verified as fuzz", header, u)
 		}
 		if err != nil && !isAuthError(err) {
 			t.Fatalf("header %q: unexpected error kind %v", header, err)

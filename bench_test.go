@@ -40,7 +40,7 @@ func BenchmarkRoutes(b *testing.B) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		if rec.Code != want {
-			b.Fatalf("%s %s: %d %s", method, path, rec.Code, rec.Body)
+			b.Fatalf("%s %s: %d %s, want %d", method, path, rec.Code, rec.Body, want)
 		}
 	}
 	b.Run("list", func(b *testing.B) {

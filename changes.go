@@ -1,13 +1,12 @@
 // This file is the history of changes: the statement fragments with which
-// every write records its change and notifies the listeners, the Store
-// methods that read and sweep the history, and the JSON of a change.
+// every write records its change and notifies the listeners, and the Store
+// methods that read and sweep the history. Their JSON is in encode.go.
 
 package main
 
 import (
 	"context"
 	"database/sql"
-	"strconv"
 	"time"
 )
 
@@ -176,57 +175,4 @@ func (s *Store) LastPosition(ctx context.Context, userID string) (int64, error) 
 // and says how many it deleted.
 func (s *Store) SweepChanges(ctx context.Context, retention time.Duration) (int64, error) {
 	return s.deleteInBatches(ctx, "sweep changes", sweepChangesSQL, retention.Seconds())
-}
-
-// appendChange appends c as the JSON of GET /api/{user_id}/changes:
-// {"position", "event", and "task", "id" or "ids"}. The task's bytes are the
-// REST API's (appendTask).
-func appendChange(b []byte, c *Change) []byte {
-	b = append(b, `{"position":`...)
-	b = strconv.AppendInt(b, c.Position, 10)
-	b = append(b, `,"event":`...)
-	b = appendJSONString(b, c.Event)
-	switch c.Event {
-	case eventTaskCreated, eventTaskUpdated:
-		b = append(b, `,"task":`...)
-		b = appendTask(b, &c.Task)
-	case eventTaskDeleted:
-		b = append(b, `,"id":`...)
-		b = appendJSONString(b, c.ID)
-	case eventTasksDeleted:
-		b = append(b, `,"ids":`...)
-		b = appendStrings(b, c.IDs)
-	}
-	return append(b, '}')
-}
-
-// appendEventData appends the data of c's server-sent event: the task as
-// the REST API returns it, {"id": ...}, {"ids": [...]}, or {} for
-// account.deleted.
-func appendEventData(b []byte, c *Change) []byte {
-	switch c.Event {
-	case eventTaskCreated, eventTaskUpdated:
-		return appendTask(b, &c.Task)
-	case eventTaskDeleted:
-		b = append(b, `{"id":`...)
-		b = appendJSONString(b, c.ID)
-		return append(b, '}')
-	case eventTasksDeleted:
-		b = append(b, `{"ids":`...)
-		b = appendStrings(b, c.IDs)
-		return append(b, '}')
-	}
-	return append(b, "{}"...)
-}
-
-// appendStrings appends a JSON array of strings.
-func appendStrings(b []byte, ss []string) []byte {
-	b = append(b, '[')
-	for i, s := range ss {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendJSONString(b, s)
-	}
-	return append(b, ']')
 }

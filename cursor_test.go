@@ -51,12 +51,12 @@ func TestCursorTampering(t *testing.T) {
 			continue
 		}
 		if p := res.problem(t); !strings.Contains(p.Detail, "cursor") {
-			t.Errorf("%s: detail %q does not name the cursor", name, p.Detail)
+			t.Errorf("%s: detail %q, want it to name the cursor", name, p.Detail)
 		}
 	}
 	// The genuine cursor still works, and limit may change between pages.
 	if res := e.do("GET", strings.Replace(next, "limit=2", "limit=3", 1), alice, nil); res.Status != 200 || len(res.tasks(t)) != 3 {
-		t.Errorf("genuine cursor with a new limit: %d %s", res.Status, res.Body)
+		t.Errorf("genuine cursor with a new limit: %d %s, want 200 with 3 tasks", res.Status, res.Body)
 	}
 }
 
@@ -82,10 +82,10 @@ func TestCursorRevealsNothing(t *testing.T) {
 	}
 	for _, s := range seen {
 		if strings.Contains(s, "secret") || strings.Contains(s, "aaa") {
-			t.Errorf("the cursor reveals the title: %q", s)
+			t.Errorf("the cursor reveals the title: %q, want nothing of it", s)
 		}
 	}
 	if res := e.do("GET", u.String(), tok, nil); res.Status != 200 || len(res.tasks(t)) != 1 || res.tasks(t)[0].Title != "bbb-secret-salary" {
-		t.Errorf("next page: %d %s", res.Status, res.Body)
+		t.Errorf("next page: %d %s, want 200 with the one task \"bbb-secret-salary\"", res.Status, res.Body)
 	}
 }

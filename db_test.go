@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"log/slog"
 	"sync"
@@ -21,7 +22,7 @@ func TestApplySchemaTwiceAndConcurrently(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := applySchema(ctx, db); err != nil {
-		t.Fatalf("second apply: %v", err)
+		t.Fatalf("second apply: %v, want no error", err)
 	}
 
 	// Several instances booting at once, each with its own pool.
@@ -44,11 +45,11 @@ func TestApplySchemaTwiceAndConcurrently(t *testing.T) {
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			t.Errorf("instance %d: %v", i, err)
+			t.Errorf("instance %d: %v, want no error", i, err)
 		}
 	}
 	if got, err := store.GetTask(ctx, "keep", task.ID); err != nil || got.Title != "survives" {
-		t.Errorf("after re-applying: %+v, %v", got, err)
+		t.Errorf("after re-applying: %+v, %v; want the task \"survives\"", got, err)
 	}
 }
 
@@ -65,16 +66,16 @@ func TestApplySchemaRepairsAndKeepsData(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := applySchema(ctx, db); err != nil {
-		t.Fatalf("re-apply: %v", err)
+		t.Fatalf("re-apply: %v, want no error", err)
 	}
 	var n int
 	if err := db.QueryRow("SELECT count(*) FROM pg_indexes WHERE indexname = 'tasks_user_created_idx' AND schemaname = current_schema()").Scan(&n); err != nil || n != 1 {
-		t.Errorf("index after re-apply: %d, %v", n, err)
+		t.Errorf("index after re-apply: %d, %v; want 1", n, err)
 	}
 	page, err := store.ListTasks(ctx, "old", ListOptions{Sort: SortCreated, Limit: 10})
 	tasks := page.Tasks
 	if err != nil || len(tasks) != 1 || tasks[0].Title != "from before" || tasks[0].Priority != "high" {
-		t.Errorf("after re-apply: %+v, %v", tasks, err)
+		t.Errorf("after re-apply: %+v, %v; want the one task \"from before\", priority high", tasks, err)
 	}
 }
 
@@ -143,10 +144,10 @@ func TestServerStatementTimeout(t *testing.T) {
 		t.Fatalf("a 5 s statement: %v, want the server's query_canceled (57014)", err)
 	}
 	if !errors.Is(dbError("sleep", err), ErrUnavailable) {
-		t.Errorf("dbError(%v) is not ErrUnavailable", err)
+		t.Errorf("dbError(%v) = %v, want ErrUnavailable", err, dbError("sleep", err))
 	}
 	if err := db.QueryRow("SELECT 1").Scan(new(int)); err != nil {
-		t.Errorf("the connection after the timeout: %v", err)
+		t.Errorf("the connection after the timeout: %v, want it usable", err)
 	}
 }
 
@@ -167,5 +168,55 @@ func TestDefaultPoolSize(t *testing.T) {
 		if got := defaultPoolSize(url); got != want {
 			t.Errorf("defaultPoolSize(%q) = %d, want %d", url, got, want)
 		}
+	}
+}
+
+//go:embed testdata/schema-v1.sql
+var schemaV1 string
+
+// TestUpgradeFromFirstSchema boots the current schema on a database made
+// and filled by the first one: nothing is lost, and the old rows work with
+// every new feature.
+func TestUpgradeFromFirstSchema(t *testing.T) {
+	t.Parallel()
+	db, _ := newTestDB(t)
+	ctx := context.Background()
+	if _, err := db.Exec(`DROP TABLE tasks, users, idempotency_keys, server_keys; DROP FUNCTION taskapi_tags_valid`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(schemaV1); err != nil {
+		t.Fatalf("load the first schema: %v", err)
+	}
+	if err := applySchema(ctx, db); err != nil {
+		t.Fatalf("upgrade: %v, want no error", err)
+	}
+	if err := applySchema(ctx, db); err != nil {
+		t.Fatalf("upgrade, again: %v, want no error", err)
+	}
+	e := newTestEnvOn(t, db, nil)
+	ada := e.token("4bX9aQ2mZk7LrT1vY8wE3nH6pJ0sD5cF")
+	tasks := e.do("GET", "/api/me/tasks?sort=title", ada, nil).tasks(t)
+	if len(tasks) != 2 || tasks[0].Title != "Done already" || tasks[1].Title != "Written before the upgrade" {
+		t.Fatalf("after the upgrade: %+v, want \"Done already\" and \"Written before the upgrade\"", tasks)
+	}
+	old := tasks[1]
+	if old.Version != 1 || old.Description == nil || *old.Description != "keep me" || len(old.Tags) != 2 ||
+		old.DueDate == nil || !old.CreatedAt.Equal(time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)) {
+		t.Errorf("an old task after the upgrade: %+v, want version 1, its description, 2 tags, a due date and created_at 2026-11-01T10:00:00Z", old)
+	}
+	res := e.doWith("PATCH", "/api/me/tasks/"+old.ID, ada, map[string]string{"If-Match": `"1"`}, `{"completed":true}`)
+	if res.Status != 200 || res.Header.Get("ETag") != `"2"` {
+		t.Errorf("If-Match on an old task: %d, ETag %q; want 200, ETag \"2\"", res.Status, res.Header.Get("ETag"))
+	}
+	if res := e.doWith("POST", "/api/me/tasks", ada, map[string]string{"Idempotency-Key": "k"}, `{"title":"new"}`); res.Status != 201 {
+		t.Errorf("keyed create after the upgrade: %d %s, want 201", res.Status, res.Body)
+	}
+	if next := nextLink(t, e.do("GET", "/api/me/tasks?limit=1", ada, nil).Header); next == "" {
+		t.Error("no next page after the upgrade")
+	} else if res := e.do("GET", next, ada, nil); res.Status != 200 {
+		t.Errorf("next page: %d, want 200", res.Status)
+	}
+	if n := countTasksIn(t, e, "other-user"); n != 1 {
+		t.Errorf("other-user has %d tasks after the upgrade, want 1", n)
 	}
 }

@@ -1,6 +1,8 @@
-// This file encodes tasks as JSON by hand. It replaces encoding/json for
-// the task and list responses, byte for byte (FuzzAppendTask compares the
-// two); see appendTask for what it buys.
+// This file encodes tasks and changes as JSON by hand. It replaces
+// encoding/json for the task and list responses, byte for byte
+// (FuzzAppendTask compares the two); see appendTask for what it buys. The
+// changes of GET /api/{user_id}/changes and the data of the event stream are
+// written with the same pieces.
 
 package main
 
@@ -49,20 +51,86 @@ func appendTask(b []byte, t *Task) []byte {
 	} else {
 		b = appendJSONTime(b, *t.DueDate)
 	}
-	b = append(b, `,"tags":[`...)
-	for i, tag := range t.Tags {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendJSONString(b, tag)
-	}
-	b = append(b, `],"created_at":`...)
+	b = append(b, `,"tags":`...)
+	b = appendStrings(b, t.Tags)
+	b = append(b, `,"created_at":`...)
 	b = appendJSONTime(b, t.CreatedAt)
 	b = append(b, `,"updated_at":`...)
 	b = appendJSONTime(b, t.UpdatedAt)
 	b = append(b, `,"version":`...)
 	b = strconv.AppendInt(b, t.Version, 10)
 	return append(b, '}')
+}
+
+// appendChanges appends the body of GET /api/{user_id}/changes:
+// {"changes": [...], "next": position}, with "reload": true when reload.
+func appendChanges(b []byte, changes []Change, next int64, reload bool) []byte {
+	b = append(b, `{"changes":[`...)
+	for i := range changes {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendChange(b, &changes[i])
+	}
+	b = append(b, `],"next":`...)
+	b = strconv.AppendInt(b, next, 10)
+	if reload {
+		b = append(b, `,"reload":true`...)
+	}
+	return append(b, '}')
+}
+
+// appendChange appends c as the JSON of GET /api/{user_id}/changes:
+// {"position", "event", and "task", "id" or "ids"}. The task's bytes are the
+// REST API's (appendTask).
+func appendChange(b []byte, c *Change) []byte {
+	b = append(b, `{"position":`...)
+	b = strconv.AppendInt(b, c.Position, 10)
+	b = append(b, `,"event":`...)
+	b = appendJSONString(b, c.Event)
+	switch c.Event {
+	case eventTaskCreated, eventTaskUpdated:
+		b = append(b, `,"task":`...)
+		b = appendTask(b, &c.Task)
+	case eventTaskDeleted:
+		b = append(b, `,"id":`...)
+		b = appendJSONString(b, c.ID)
+	case eventTasksDeleted:
+		b = append(b, `,"ids":`...)
+		b = appendStrings(b, c.IDs)
+	}
+	return append(b, '}')
+}
+
+// appendEventData appends the data of c's server-sent event: the task as
+// the REST API returns it, {"id": ...}, {"ids": [...]}, or {} for
+// account.deleted.
+func appendEventData(b []byte, c *Change) []byte {
+	switch c.Event {
+	case eventTaskCreated, eventTaskUpdated:
+		return appendTask(b, &c.Task)
+	case eventTaskDeleted:
+		b = append(b, `{"id":`...)
+		b = appendJSONString(b, c.ID)
+		return append(b, '}')
+	case eventTasksDeleted:
+		b = append(b, `{"ids":`...)
+		b = appendStrings(b, c.IDs)
+		return append(b, '}')
+	}
+	return append(b, "{}"...)
+}
+
+// appendStrings appends a JSON array of strings.
+func appendStrings(b []byte, ss []string) []byte {
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, s)
+	}
+	return append(b, ']')
 }
 
 // appendJSONTime appends t as encoding/json does: RFC 3339 with as many

@@ -78,19 +78,19 @@ func TestLargePageHasContentLength(t *testing.T) {
 		res := e.do("POST", "/api/me/tasks", tok, map[string]any{"title": fmt.Sprint("task <", i, ">"),
 			"description": strings.Repeat("d&\u2028", 300), "tags": []string{"a", "b&c"}, "due_date": "2027-01-02T03:04:05.5Z"})
 		if res.Status != http.StatusCreated {
-			t.Fatalf("create: %d %s", res.Status, res.Body)
+			t.Fatalf("create: %d %s, want 201", res.Status, res.Body)
 		}
 	}
 	res := e.do("GET", "/api/me/tasks", tok, nil)
 	if res.Status != http.StatusOK || len(res.Body) < 10_000 {
-		t.Fatalf("list: %d, %d bytes", res.Status, len(res.Body))
+		t.Fatalf("list: %d, %d bytes; want 200, at least 10,000 bytes", res.Status, len(res.Body))
 	}
 	if got := res.Header.Get("Content-Length"); got != strconv.Itoa(len(res.Body)) {
-		t.Errorf("Content-Length %q for a body of %d bytes", got, len(res.Body))
+		t.Errorf("Content-Length %q for a body of %d bytes, want %d", got, len(res.Body), len(res.Body))
 	}
 	var tasks []Task
 	if err := json.Unmarshal(res.Body, &tasks); err != nil || len(tasks) != 10 {
-		t.Fatalf("decode: %d tasks, %v", len(tasks), err)
+		t.Fatalf("decode: %d tasks, %v; want 10", len(tasks), err)
 	}
 	want, _ := json.Marshal(tasks)
 	if !bytes.Equal(res.Body, append(want, '\n')) {

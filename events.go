@@ -388,32 +388,28 @@ func parseSince(r *http.Request) (since int64, resume bool, err error) {
 }
 
 // handleChanges answers GET /api/{user_id}/changes?since=&limit= with the
-// caller's changes after since (default 0), oldest first, at most limit
-// (1 to maxLimit, default 100): {"changes": [...], "next": position}. A client polls
-// again with since=next. A position too old to resume from gets
-// {"changes": [], "next": <latest>, "reload": true}: refetch the list, then
-// poll from next.
+// caller's changes after since (default 0), oldest first, at most limit (1
+// to maxLimit, default defaultChangesLimit): {"changes": [...], "next":
+// position}. A client polls again with since=next. A position too old to
+// resume from gets {"changes": [], "next": <latest>, "reload": true}:
+// refetch the list, then poll from next.
 func handleChanges(logger *slog.Logger, store *Store, bufs *bodyBuffers) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u := userFrom(r.Context())
 		q := r.URL.Query()
-		for name := range q {
-			if name != "since" && name != "limit" && !strings.HasPrefix(name, "_") {
-				writeError(w, r, logger, badRequest("Unknown parameter %q; the accepted ones are since and limit.", truncate(name, 50)))
-				return
-			}
+		if name, ok := unknownParam(q, func(name string) bool { return name == "since" || name == "limit" }); ok {
+			writeError(w, r, logger, badRequest("Unknown parameter %q; the accepted ones are since and limit.", truncate(name, 50)))
+			return
 		}
 		since, _, err := parseSince(r)
 		if err != nil {
 			writeError(w, r, logger, err)
 			return
 		}
-		limit := 100
-		if v := q.Get("limit"); v != "" {
-			if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > maxLimit {
-				writeError(w, r, logger, badRequest("limit must be a whole number from 1 to %d.", maxLimit))
-				return
-			}
+		limit, ok := parseLimit(q, defaultChangesLimit)
+		if !ok {
+			writeError(w, r, logger, badRequest("limit must be a whole number from 1 to %d.", maxLimit))
+			return
 		}
 		changes, reload, err := store.Changes(r.Context(), u.ID, since, limit)
 		next := since
@@ -427,20 +423,6 @@ func handleChanges(logger *slog.Logger, store *Store, bufs *bodyBuffers) http.Ha
 		if len(changes) > 0 {
 			next = changes[len(changes)-1].Position
 		}
-		bufs.write(w, http.StatusOK, func(b []byte) []byte {
-			b = append(b, `{"changes":[`...)
-			for i := range changes {
-				if i > 0 {
-					b = append(b, ',')
-				}
-				b = appendChange(b, &changes[i])
-			}
-			b = append(b, `],"next":`...)
-			b = strconv.AppendInt(b, next, 10)
-			if reload {
-				b = append(b, `,"reload":true`...)
-			}
-			return append(b, '}')
-		})
+		bufs.write(w, http.StatusOK, func(b []byte) []byte { return appendChanges(b, changes, next, reload) })
 	})
 }

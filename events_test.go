@@ -1,18 +1,13 @@
 package main
 
 import (
-	"bufio"
-	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	mrand "math/rand/v2"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,175 +15,6 @@ import (
 	"testing"
 	"time"
 )
-
-// testEventsConfig is the hub configuration of the tests, with a short
-// heartbeat.
-func testEventsConfig() eventsConfig {
-	return eventsConfig{Heartbeat: 200 * time.Millisecond, PerUser: 10, MaxStreams: 100, Buffer: 64,
-		WriteTimeout: 2 * time.Second, Retention: 24 * time.Hour}
-}
-
-// liveEnv is a running API with live updates over a test database.
-type liveEnv struct {
-	*testEnv
-	hub       *eventHub
-	listenApp string // the application_name of the hub's LISTEN connection
-}
-
-// newLiveEnv starts the API with a hub listening on the test database.
-func newLiveEnv(t *testing.T, cfg eventsConfig) *liveEnv {
-	t.Helper()
-	db, url := newTestDB(t)
-	logs := &syncBuffer{}
-	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	store := NewStore(db, 5*time.Second, testTaskQuota)
-	verifier := NewVerifier(VerifierConfig{Secret: testSecret}, logger)
-	hub := newEventHub(cfg, newTicketCodec([]byte("test events key")))
-	app := "listen_" + strings.ToLower(rand.Text())[:12]
-	if err := hub.listen(context.Background(), withParam(testListenURL(url), "application_name", app), logger); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(newServer(logger, "test", store, verifier, guards{}, newCursorCodec([]byte("k")), nil, hub))
-	t.Cleanup(srv.Close)
-	t.Cleanup(hub.close) // runs first: streams end, so that srv.Close does not wait for them
-	return &liveEnv{testEnv: &testEnv{t: t, srv: srv, db: db, store: store, verifier: verifier, logs: logs, secret: testSecret},
-		hub: hub, listenApp: app}
-}
-
-// sseEvent is one server-sent event as a client reads it.
-type sseEvent struct {
-	ID    int64
-	Event string
-	Data  string
-}
-
-// sseStream reads the events of one stream in the background.
-type sseStream struct {
-	t      testing.TB
-	resp   *http.Response
-	events chan sseEvent
-	pings  chan struct{}
-	ended  chan struct{} // closed when the server ends the stream
-	err    error         // why reading ended, nil for a proper end; set before ended is closed
-}
-
-// openStream opens GET path with the token (if any) and headers, and
-// fails the test unless it is a 200 event stream.
-func openStream(t testing.TB, base, path, token string, headers map[string]string) *sseStream {
-	t.Helper()
-	resp, status := dialStream(t, base, path, token, headers)
-	if status != http.StatusOK {
-		t.Fatalf("GET %s: status %d", path, status)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
-		t.Fatalf("GET %s: Content-Type %q", path, ct)
-	}
-	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
-		t.Errorf("GET %s: Cache-Control %q, want no-store", path, cc)
-	}
-	if resp.Header.Get("X-Request-ID") == "" || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
-		t.Errorf("GET %s: the headers every answer has are missing: %v", path, resp.Header)
-	}
-	if !slices.Equal(resp.TransferEncoding, []string{"chunked"}) {
-		t.Errorf("GET %s: Transfer-Encoding %v, want chunked", path, resp.TransferEncoding)
-	}
-	s := &sseStream{t: t, resp: resp, events: make(chan sseEvent, 10_000), pings: make(chan struct{}, 10_000), ended: make(chan struct{})}
-	t.Cleanup(func() { resp.Body.Close() })
-	go func() {
-		defer close(s.ended)
-		sc := bufio.NewScanner(resp.Body)
-		defer func() { s.err = sc.Err() }()
-		var ev sseEvent
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case line == "":
-				if ev.Event != "" {
-					s.events <- ev
-				}
-				ev = sseEvent{}
-			case line == ": ping":
-				s.pings <- struct{}{}
-			case strings.HasPrefix(line, "id: "):
-				ev.ID, _ = strconv.ParseInt(line[4:], 10, 64)
-			case strings.HasPrefix(line, "event: "):
-				ev.Event = line[7:]
-			case strings.HasPrefix(line, "data: "):
-				ev.Data = line[6:]
-			}
-		}
-	}()
-	return s
-}
-
-// dialStream sends the request of a stream and returns the response, whose
-// body is left open, and its status.
-func dialStream(t testing.TB, base, path, token string, headers map[string]string) (*http.Response, int) {
-	t.Helper()
-	req, err := http.NewRequest("GET", base+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-	}
-	return resp, resp.StatusCode
-}
-
-// next returns the next event, failing the test after a wait.
-func (s *sseStream) next() sseEvent {
-	s.t.Helper()
-	select {
-	case ev := <-s.events:
-		return ev
-	case <-s.ended:
-		select {
-		case ev := <-s.events:
-			return ev
-		default:
-		}
-		s.t.Fatal("the stream ended while an event was expected")
-	case <-time.After(15 * time.Second):
-		s.t.Fatal("no event within 15 s")
-	}
-	return sseEvent{}
-}
-
-// quiet fails the test if an event arrives within d.
-func (s *sseStream) quiet(d time.Duration) {
-	s.t.Helper()
-	select {
-	case ev := <-s.events:
-		s.t.Errorf("unexpected event %+v", ev)
-	case <-time.After(d):
-	}
-}
-
-// close ends the stream from the client's side.
-func (s *sseStream) close() { s.resp.Body.Close() }
-
-// waitEnded fails the test unless the server ends the stream within d.
-func (s *sseStream) waitEnded(d time.Duration) {
-	s.t.Helper()
-	select {
-	case <-s.ended:
-		if s.err != nil {
-			s.t.Errorf("the stream ended without its last chunk: %v", s.err)
-		}
-	case <-time.After(d):
-		s.t.Fatalf("the stream was still open after %v", d)
-	}
-}
 
 // TestEventsStreamAndResume follows one user's stream through every kind
 // of change, each event's data byte for byte what the REST API answered,
@@ -206,27 +32,27 @@ func TestEventsStreamAndResume(t *testing.T) {
 	created := e.do("POST", "/api/me/tasks", tok, `{"title":"one","tags":["a"],"description":"<b>&"}`)
 	ev := s.next()
 	if ev.Event != "task.created" || ev.Data != strings.TrimSuffix(string(created.Body), "\n") || ev.ID <= 0 {
-		t.Errorf("create: event %+v; REST answered %s", ev, created.Body)
+		t.Errorf("create: event %+v, want task.created with the REST answer %s and an id above 0", ev, created.Body)
 	}
 	id := created.task(t).ID
 	updated := e.do("PATCH", "/api/me/tasks/"+id, tok, `{"title":"uno"}`)
 	if ev2 := s.next(); ev2.Event != "task.updated" || ev2.Data != strings.TrimSuffix(string(updated.Body), "\n") || ev2.ID <= ev.ID {
-		t.Errorf("update: event %+v after id %d; REST answered %s", ev2, ev.ID, updated.Body)
+		t.Errorf("update: event %+v, want task.updated after id %d with the REST answer %s", ev2, ev.ID, updated.Body)
 	}
 	completed := e.do("PATCH", "/api/me/tasks/"+id+"/complete", tok, nil)
 	if ev := s.next(); ev.Event != "task.updated" || ev.Data != strings.TrimSuffix(string(completed.Body), "\n") {
-		t.Errorf("complete: event %+v", ev)
+		t.Errorf("complete: event %+v, want task.updated with the REST answer %s", ev, completed.Body)
 	}
 	other := e.do("POST", "/api/me/tasks", tok, `{"title":"two"}`).task(t)
 	s.next()
 	e.do("DELETE", "/api/me/tasks/"+other.ID, tok, nil)
 	if ev := s.next(); ev.Event != "task.deleted" || ev.Data != `{"id":"`+other.ID+`"}` {
-		t.Errorf("delete: event %+v", ev)
+		t.Errorf("delete: event %+v, want task.deleted of %s", ev, other.ID)
 	}
 	e.do("DELETE", "/api/me/tasks?status=completed", tok, nil)
 	last := s.next()
 	if last.Event != "tasks.deleted" || last.Data != `{"ids":["`+id+`"]}` {
-		t.Errorf("bulk delete: event %+v", last)
+		t.Errorf("bulk delete: event %+v, want tasks.deleted of [%s]", last, id)
 	}
 	e.do("DELETE", "/api/me/tasks?status=completed", tok, nil) // deletes nothing: no event
 	s.quiet(300 * time.Millisecond)
@@ -250,14 +76,14 @@ func TestEventsStreamAndResume(t *testing.T) {
 	}
 	live := e.do("POST", "/api/me/tasks", tok, `{"title":"live"}`).task(t)
 	if ev := r.next(); !strings.Contains(ev.Data, live.ID) || ev.ID <= prev {
-		t.Errorf("live after replay: %+v", ev)
+		t.Errorf("live after replay: %+v, want task %s after id %d", ev, live.ID, prev)
 	}
 	r.quiet(300 * time.Millisecond)
 
 	// ?since= does the same as Last-Event-ID.
 	q := openStream(t, e.srv.URL, "/api/me/events?since="+strconv.FormatInt(prev, 10), tok, nil)
 	if ev := q.next(); !strings.Contains(ev.Data, live.ID) {
-		t.Errorf("?since=: %+v", ev)
+		t.Errorf("?since=: %+v, want task %s", ev, live.ID)
 	}
 
 	// The polling route.
@@ -272,14 +98,14 @@ func TestEventsStreamAndResume(t *testing.T) {
 		Reload bool  `json:"reload"`
 	}
 	if err := json.Unmarshal(res.Body, &page); err != nil || res.Status != 200 {
-		t.Fatalf("changes: %d %s", res.Status, res.Body)
+		t.Fatalf("changes: %d %s, want 200 with a page of changes", res.Status, res.Body)
 	}
 	if len(page.Changes) != 2 || page.Changes[0].Task == nil || page.Changes[0].Task.ID != missed[0] ||
 		page.Changes[1].Task.ID != missed[1] || page.Next != page.Changes[1].Position {
-		t.Errorf("changes page: %s", res.Body)
+		t.Errorf("changes page: %s, want the missed tasks %v and next at the second one's position", res.Body, missed)
 	}
 	if res := e.do("GET", "/api/me/changes?since=abc", tok, nil); res.Status != 400 {
-		t.Errorf("since=abc: %d", res.Status)
+		t.Errorf("since=abc: %d, want 400", res.Status)
 	}
 
 	// A position older than the window: reload, with the id to resume from.
@@ -288,11 +114,11 @@ func TestEventsStreamAndResume(t *testing.T) {
 	}
 	old := openStream(t, e.srv.URL, "/api/me/events", tok, map[string]string{"Last-Event-ID": "1"})
 	if ev := old.next(); ev.Event != "reload" || ev.ID != latestPosition(t, e, "streamer") {
-		t.Errorf("resume from a swept position: %+v", ev)
+		t.Errorf("resume from a swept position: %+v, want reload at the latest position", ev)
 	}
 	old.waitEnded(5 * time.Second)
 	if res := e.do("GET", "/api/me/changes?since=1", tok, nil); !strings.Contains(string(res.Body), `"reload":true`) {
-		t.Errorf("changes from a swept position: %s", res.Body)
+		t.Errorf("changes from a swept position: %s, want \"reload\":true", res.Body)
 	}
 }
 
@@ -315,92 +141,13 @@ func TestEventsAccountDeleted(t *testing.T) {
 	s := openStream(t, e.srv.URL, "/api/me/events", tok, nil)
 	e.do("DELETE", "/api/me", tok, nil)
 	if ev := s.next(); ev.Event != "account.deleted" {
-		t.Errorf("after DELETE /api/me: %+v", ev)
+		t.Errorf("after DELETE /api/me: %+v, want account.deleted", ev)
 	}
 	s.waitEnded(5 * time.Second)
 	var n int
 	e.db.QueryRow(`SELECT count(*) FROM task_changes WHERE user_id = 'leaving' AND event <> 'account.deleted'`).Scan(&n)
 	if n != 0 {
-		t.Errorf("%d changes of a deleted account are kept", n)
-	}
-}
-
-// TestEventsTickets opens a stream with a ticket instead of a header, and
-// refuses forged, expired and other users' tickets. No log line holds one.
-func TestEventsTickets(t *testing.T) {
-	t.Parallel()
-	e := newLiveEnv(t, testEventsConfig())
-	tok := e.token("ticketed")
-	res := e.do("POST", "/api/me/events/ticket", tok, nil)
-	var tk struct {
-		Ticket    string    `json:"ticket"`
-		ExpiresAt time.Time `json:"expires_at"`
-	}
-	if err := json.Unmarshal(res.Body, &tk); err != nil || res.Status != 200 || tk.Ticket == "" {
-		t.Fatalf("ticket: %d %s", res.Status, res.Body)
-	}
-	if d := time.Until(tk.ExpiresAt); d > 61*time.Second || d < 50*time.Second {
-		t.Errorf("ticket expires in %v, want about 60 s", d)
-	}
-	s := openStream(t, e.srv.URL, "/api/ticketed/events?ticket="+tk.Ticket, "", nil)
-	e.do("POST", "/api/me/tasks", tok, `{"title":"seen"}`)
-	if ev := s.next(); ev.Event != "task.created" {
-		t.Errorf("with a ticket: %+v", ev)
-	}
-	if _, status := dialStream(t, e.srv.URL, "/api/me/events?ticket="+tk.Ticket, "", nil); status != 200 {
-		t.Errorf("ticket with /me: %d", status)
-	}
-
-	codec := newTicketCodec([]byte("test events key"))
-	now := time.Now()
-	forged := tk.Ticket[:len(tk.Ticket)-2] + map[bool]string{true: "AA", false: "AB"}[strings.HasSuffix(tk.Ticket, "AB")]
-	for _, c := range []struct {
-		name, path string
-		want       int
-	}{
-		{"forged", "/api/ticketed/events?ticket=" + forged, 401},
-		{"other key", "/api/ticketed/events?ticket=" + newTicketCodec([]byte("another key")).mint("ticketed", now.Add(time.Minute), now.Add(time.Hour)), 401},
-		{"expired", "/api/ticketed/events?ticket=" + codec.mint("ticketed", now.Add(-time.Second), now.Add(time.Hour)), 401},
-		{"garbage", "/api/ticketed/events?ticket=x.y", 401},
-		{"other user", "/api/someone-else/events?ticket=" + tk.Ticket, 403},
-		{"another user's ticket", "/api/someone-else/events?ticket=" + codec.mint("ticketed", now.Add(time.Minute), now.Add(time.Hour)), 403},
-		{"no ticket, no token", "/api/ticketed/events", 401},
-		{"ticket on another route", "/api/me/tasks?ticket=" + tk.Ticket, 401},
-		{"ticket on changes", "/api/me/changes?ticket=" + tk.Ticket, 401},
-	} {
-		if _, status := dialStream(t, e.srv.URL, c.path, "", nil); status != c.want {
-			t.Errorf("%s: %d, want %d", c.name, status, c.want)
-		}
-	}
-	// A ticket for the stream ends it when its window does.
-	short := codec.mint("ticketed", now.Add(time.Minute), now.Add(1500*time.Millisecond))
-	sh := openStream(t, e.srv.URL, "/api/me/events?ticket="+short, "", nil)
-	sh.waitEnded(5 * time.Second)
-
-	if logs := e.logs.String(); strings.Contains(logs, tk.Ticket) || strings.Contains(logs, tk.Ticket[:20]) || strings.Contains(logs, "ticket=") {
-		t.Errorf("a ticket is in the logs:\n%s", logs)
-	}
-	if !strings.Contains(e.logs.String(), `"route":"GET /api/{user_id}/events"`) {
-		t.Error("the stream's request was not logged by its route")
-	}
-}
-
-// TestEventsTokenExpiry ends a stream when its token expires.
-func TestEventsTokenExpiry(t *testing.T) {
-	t.Parallel()
-	e := newLiveEnv(t, testEventsConfig())
-	tok, err := mintToken(testSecret, User{ID: "brief"}, "", "", 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := openStream(t, e.srv.URL, "/api/me/events", tok, nil)
-	began := time.Now()
-	s.waitEnded(6 * time.Second)
-	if d := time.Since(began); d < 500*time.Millisecond {
-		t.Errorf("the stream ended after %v, before its token expired", d)
-	}
-	if n := e.hub.count(""); n != 0 {
-		t.Errorf("%d streams left in the hub", n)
+		t.Errorf("%d changes of a deleted account are kept, want 0", n)
 	}
 }
 
@@ -442,7 +189,7 @@ func TestEventsCapsAndOverflow(t *testing.T) {
 	sa.waitEnded(5 * time.Second)
 	e.do("POST", "/api/me/tasks", b, `{"title":"unaffected"}`)
 	if ev := sb.next(); ev.Event != "task.created" {
-		t.Errorf("the other user's stream: %+v", ev)
+		t.Errorf("the other user's stream: %+v, want task.created", ev)
 	}
 }
 
@@ -464,74 +211,7 @@ func TestEventsSurviveServerTimeouts(t *testing.T) {
 	}
 	e.do("POST", "/api/me/tasks", tok, `{"title":"late"}`)
 	if ev := s.next(); ev.Event != "task.created" {
-		t.Errorf("after the server's timeouts: %+v", ev)
-	}
-}
-
-// TestEventsListenerRestored terminates the LISTEN connection's backend
-// while changes are being written: /readyz says 503 until it is back, and
-// afterwards the stream has every change, in order, once.
-func TestEventsListenerRestored(t *testing.T) {
-	t.Parallel()
-	e := newLiveEnv(t, testEventsConfig())
-	tok := e.token("resilient")
-	s := openStream(t, e.srv.URL, "/api/me/events", tok, nil)
-
-	var (
-		mu  sync.Mutex
-		ids []string
-		wg  sync.WaitGroup
-	)
-	stop := make(chan struct{})
-	wg.Go(func() {
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			task := e.do("POST", "/api/me/tasks", tok, fmt.Sprintf(`{"title":"w%d"}`, i)).task(t)
-			mu.Lock()
-			ids = append(ids, task.ID)
-			mu.Unlock()
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
-	time.Sleep(300 * time.Millisecond)
-	var killed int
-	if err := e.db.QueryRow(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, e.listenApp).Scan(&killed); err != nil || killed != 1 {
-		t.Fatalf("terminated %d listener backends (%v), want 1", killed, err)
-	}
-	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	wg.Wait()
-	waitFor(t, func() bool { return e.hub.ready() })
-	if res := e.do("GET", "/readyz", "", nil); res.Status != 200 {
-		t.Errorf("readyz after the listener is back: %d", res.Status)
-	}
-
-	var prev int64
-	for i, want := range ids {
-		ev := s.next()
-		if !strings.Contains(ev.Data, want) || ev.ID <= prev {
-			t.Fatalf("event %d: %+v, want task %s after id %d", i, ev, want, prev)
-		}
-		prev = ev.ID
-	}
-	s.quiet(300 * time.Millisecond)
-	if !strings.Contains(e.logs.String(), "LISTEN connection dropped") {
-		t.Error("the drop was not logged")
-	}
-}
-
-// TestEventsReadyzWhileListenerDown: /readyz is 503 while the hub does not
-// listen.
-func TestEventsReadyzWhileListenerDown(t *testing.T) {
-	t.Parallel()
-	e := newLiveEnv(t, testEventsConfig())
-	e.hub.listening.Store(false)
-	if res := e.do("GET", "/readyz", "", nil); res.Status != 503 {
-		t.Errorf("readyz with the listener down: %d, want 503", res.Status)
+		t.Errorf("after the server's timeouts: %+v, want task.created", ev)
 	}
 }
 
@@ -557,7 +237,7 @@ func TestEventsIsolation(t *testing.T) {
 	)
 	for w := range 4 {
 		wg.Go(func() {
-			r := mrand.New(mrand.NewPCG(uint64(w), 7))
+			r := rand.New(rand.NewPCG(uint64(w), 7))
 			for range 15 {
 				u := users[r.IntN(len(users))]
 				task := e.do("POST", "/api/me/tasks", tokens[u], fmt.Sprintf(`{"title":"%s %d"}`, u, r.IntN(1000))).task(t)
@@ -576,14 +256,14 @@ func TestEventsIsolation(t *testing.T) {
 				ev := s.next()
 				var task Task
 				if err := json.Unmarshal([]byte(ev.Data), &task); err != nil || task.UserID != u || ev.ID <= prev {
-					t.Fatalf("stream %d of %s got %+v", i, u, ev)
+					t.Fatalf("stream %d of %s got %+v, want a task of %s after id %d", i, u, ev, u, prev)
 				}
 				prev = ev.ID
 				got["created "+task.ID] = true
 			}
 			for _, w := range want[u] {
 				if !got[w] {
-					t.Errorf("stream %d of %s lacks %s", i, u, w)
+					t.Errorf("stream %d of %s lacks %s, want every change of its user", i, u, w)
 				}
 			}
 			s.quiet(100 * time.Millisecond)
@@ -593,7 +273,7 @@ func TestEventsIsolation(t *testing.T) {
 	res := e.do("GET", "/api/me/changes?limit=500", tokens["iso-a"], nil)
 	for _, u := range users[1:] {
 		if strings.Contains(string(res.Body), u) {
-			t.Errorf("iso-a's changes mention %s", u)
+			t.Errorf("iso-a's changes mention %s, want none of another user's", u)
 		}
 	}
 }
@@ -615,7 +295,7 @@ func TestEventsAcrossInstances(t *testing.T) {
 	s := openStream(t, b, "/api/me/events", tok, nil)
 	created := send(t, http.DefaultClient, "POST", a+"/api/me/tasks", tok, nil, `{"title":"from A"}`)
 	if ev := s.next(); ev.Event != "task.created" || ev.Data != strings.TrimSuffix(string(created.Body), "\n") {
-		t.Errorf("on B, after a create on A: %+v", ev)
+		t.Errorf("on B, after a create on A: %+v, want task.created with A's answer %s", ev, created.Body)
 	}
 	select {
 	case <-s.pings:
@@ -629,7 +309,7 @@ func TestEventsAcrossInstances(t *testing.T) {
 	viaTicket := openStream(t, b, "/api/roamer/events?ticket="+tk.Ticket, "", nil)
 	send(t, http.DefaultClient, "POST", a+"/api/me/tasks", tok, nil, `{"title":"again"}`)
 	if ev := viaTicket.next(); ev.Event != "task.created" {
-		t.Errorf("ticket from A on B: %+v", ev)
+		t.Errorf("ticket from A on B: %+v, want task.created", ev)
 	}
 	s.next()
 
@@ -638,71 +318,7 @@ func TestEventsAcrossInstances(t *testing.T) {
 	s.waitEnded(5 * time.Second)
 	viaTicket.waitEnded(5 * time.Second)
 	if d := time.Since(began); d > 3*time.Second {
-		t.Errorf("streams ended %v after SIGTERM", d)
-	}
-}
-
-// TestDeletedTaskLeavesNoHistory checks that the history keeps nothing of a
-// deleted task but the fact of its deletion, deleted alone or in bulk.
-func TestDeletedTaskLeavesNoHistory(t *testing.T) {
-	t.Parallel()
-	e := newTestEnv(t, nil)
-	tok := e.token("forgetful")
-	one := e.do("POST", "/api/me/tasks", tok, `{"title":"secret one"}`).task(t)
-	e.do("PATCH", "/api/me/tasks/"+one.ID, tok, `{"description":"secret details"}`)
-	e.do("POST", "/api/me/tasks", tok, `{"title":"secret two","completed":true}`)
-	e.do("POST", "/api/me/tasks", tok, `{"title":"kept"}`)
-	e.do("DELETE", "/api/me/tasks/"+one.ID, tok, nil)
-	e.do("DELETE", "/api/me/tasks?status=completed", tok, nil)
-	rows, err := e.db.Query(`SELECT event, coalesce(title, '') || coalesce(description, '') FROM task_changes WHERE user_id = 'forgetful' ORDER BY position`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var events []string
-	for rows.Next() {
-		var event, text string
-		rows.Scan(&event, &text)
-		if strings.Contains(text, "secret") {
-			t.Errorf("the history still holds a deleted task: %s %q", event, text)
-		}
-		events = append(events, event)
-	}
-	if want := "task.created,task.deleted,tasks.deleted"; strings.Join(events, ",") != want {
-		t.Errorf("history %v, want %s", events, want)
-	}
-}
-
-// TestEventsStreamsShareReads checks that the streams of one user, woken by
-// the same notification, share one read of the history, and that sharing
-// loses nothing: each of five streams gets every one of a run of creates,
-// in order, once. Each create waits for every stream to have seen the one
-// before, so that unshared, each would cost five reads.
-func TestEventsStreamsShareReads(t *testing.T) {
-	t.Parallel()
-	e := newLiveEnv(t, testEventsConfig())
-	tok := e.token("sharer")
-	const streams, creates = 5, 30
-	var ss []*sseStream
-	for range streams {
-		ss = append(ss, openStream(t, e.srv.URL, "/api/me/events", tok, nil))
-	}
-	before := e.hub.reads.Load()
-	for i := range creates {
-		id := e.do("POST", "/api/me/tasks", tok, fmt.Sprintf(`{"title":"shared %d"}`, i)).task(t).ID
-		for n, s := range ss {
-			if ev := s.next(); ev.Event != "task.created" || !strings.Contains(ev.Data, id) {
-				t.Fatalf("stream %d, event %d: %+v, want the creation of %s", n, i, ev, id)
-			}
-		}
-	}
-	for _, s := range ss {
-		s.quiet(100 * time.Millisecond)
-	}
-	reads := e.hub.reads.Load() - before
-	t.Logf("%d streams, %d creates: %d history reads", streams, creates, reads)
-	if reads > 2*creates {
-		t.Errorf("%d history reads for %d creates seen by %d streams: the streams do not share them", reads, creates, streams)
+		t.Errorf("streams ended %v after SIGTERM, want within 3 s", d)
 	}
 }
 
@@ -722,7 +338,7 @@ func TestEventsClientLeaves(t *testing.T) {
 		began := time.Now()
 		waitFor(t, func() bool { return e.hub.count("reloader") == 0 })
 		if d := time.Since(began); d > 2*time.Second {
-			t.Errorf("stream %d: its place was given back %v after the client left", i, d)
+			t.Errorf("stream %d: its place was given back %v after the client left, want within 2 s", i, d)
 		}
 	}
 }
@@ -755,12 +371,12 @@ func TestEventsClientStopsReading(t *testing.T) {
 			t.Fatal("2,000 events, and the stream of a client that reads none is still open")
 		}
 		if res := e.do("POST", "/api/me/tasks", tok, fmt.Sprintf(`{"title":"unread %d","description":"%s"}`, i, long)); res.Status != 201 {
-			t.Fatalf("create %d: %d %s", i, res.Status, res.Body)
+			t.Fatalf("create %d: %d %s, want 201", i, res.Status, res.Body)
 		}
 		if i%100 == 0 { // meanwhile another user's stream is served at once
 			id := e.do("POST", "/api/me/tasks", other, `{"title":"seen"}`).task(t).ID
 			if ev := watcher.next(); !strings.Contains(ev.Data, id) {
-				t.Fatalf("the bystander's stream: %+v", ev)
+				t.Fatalf("the bystander's stream: %+v, want the creation of %s", ev, id)
 			}
 		}
 	}

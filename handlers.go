@@ -1,5 +1,8 @@
-// This file is the HTTP API: the route table, and a handler for each
-// route that reads the request, calls the store and writes the answer.
+// This file is the HTTP API: the route table, and the handlers of the
+// task, account and health routes, each of which reads the request, calls
+// the store and writes the answer. The handlers of live sync are beside
+// their own machinery: the event stream and /changes in events.go, the
+// stream tickets in ticket.go.
 
 package main
 

@@ -1,10 +1,13 @@
 // This file is the tests' shared kit: the throwaway PostgreSQL and a schema
-// per test, a running API with its requests and responses, and the tokens,
-// keys and JWKS servers the auth tests sign with.
+// per test; taskapi run inside the test or as a process of its own; a
+// running API with its requests and responses; the tokens, keys and JWKS
+// servers the auth tests sign with; seeded tasks and paged lists; and a
+// running API with live updates, with the event streams its clients read.
 
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto"
@@ -28,6 +31,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -204,6 +209,60 @@ func startProcess(t *testing.T, dbURL string, extra ...string) (*exec.Cmd, strin
 	return cmd, addr
 }
 
+// startRun runs the program with env until the test ends, and returns the
+// address it listens on and its output.
+func startRun(t *testing.T, env map[string]string) (addr string, stdout, stderr *syncBuffer, stop func() error) {
+	t.Helper()
+	if _, ok := env["SHUTDOWN_DRAIN"]; !ok {
+		env["SHUTDOWN_DRAIN"] = "0" // stop at once, unless the test is about draining
+	}
+	if db, ok := env["DATABASE_URL"]; ok && env["DATABASE_LISTEN_URL"] == "" {
+		env["DATABASE_LISTEN_URL"] = testListenURL(db)
+	}
+	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	var runErr error
+	finished := make(chan struct{})
+	go func() {
+		runErr = run(ctx, []string{"taskapi"}, func(k string) string { return env[k] }, stdout, stderr)
+		close(finished)
+	}()
+	stop = func() error {
+		cancel()
+		select {
+		case <-finished:
+			return runErr
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("run did not return 30 s after its context was cancelled")
+		}
+	}
+	t.Cleanup(func() { stop() })
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if addr := listeningAddr(stdout); addr != "" {
+			return addr, stdout, stderr, stop
+		}
+		select {
+		case <-finished:
+			t.Fatalf("run returned before listening: %v\nstdout: %s\nstderr: %s", runErr, stdout, stderr)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("run is not listening after 60 s\nstdout: %s\nstderr: %s", stdout, stderr)
+	return
+}
+
+// listeningAddr returns the address a run's log says it listens on, or "".
+func listeningAddr(log *syncBuffer) string {
+	for _, line := range strings.Split(log.String(), "\n") {
+		var entry struct{ Msg, Addr string }
+		if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "listening" {
+			return entry.Addr
+		}
+	}
+	return ""
+}
+
 // testListenURL returns a URL for a LISTEN connection to the database that
 // dbURL names. Behind a pooler in transaction mode, which cannot LISTEN,
 // TEST_LISTEN_URL names the server itself, and the database is dbURL's.
@@ -281,6 +340,16 @@ func (e *testEnv) token(userID string) string {
 	tok, err := mintToken(e.secret, User{ID: userID}, "", "", time.Hour)
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	return tok
+}
+
+// mintTestToken returns an HS256 token for userID signed with testSecret.
+func mintTestToken(t *testing.T, userID string) string {
+	t.Helper()
+	tok, err := mintToken(testSecret, User{ID: userID}, "", "", time.Hour)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return tok
 }
@@ -379,7 +448,7 @@ func (r response) problem(t testing.TB) problem {
 		t.Fatalf("decode problem from %s: %v", r.Body, err)
 	}
 	if p.Status != r.Status {
-		t.Errorf("problem status = %d, response status = %d", p.Status, r.Status)
+		t.Errorf("problem status = %d, want the response's %d", p.Status, r.Status)
 	}
 	return p
 }
@@ -428,6 +497,16 @@ func waitForBlocked(t *testing.T, db *sql.DB, tx *sql.Tx) {
 		}
 	}
 	t.Fatal("no statement ever waited for the transaction's lock")
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting")
+		}
+	}
 }
 
 // authBaseURL stands for Better Auth's base URL: the iss and aud of its tokens.
@@ -596,7 +675,7 @@ func countTasks(t *testing.T, e *testEnv, tok string) int {
 	t.Helper()
 	res := e.do("GET", "/api/me/tasks", tok, nil)
 	if res.Status != http.StatusOK {
-		t.Fatalf("list: status %d", res.Status)
+		t.Fatalf("list: status %d, want 200", res.Status)
 	}
 	return len(res.tasks(t))
 }
@@ -611,8 +690,34 @@ func wantBadParam(t *testing.T, res response, query string) {
 	}
 	param, _, _ := strings.Cut(query, "=")
 	if p := res.problem(t); !strings.Contains(p.Detail, param) {
-		t.Errorf("?%s: detail %q does not name %s", query, p.Detail, param)
+		t.Errorf("?%s: detail %q, want it to name %s", query, p.Detail, param)
 	}
+}
+
+// createTask creates a task from body (JSON text, or a value to encode as
+// JSON) as the user of tok, and fails the test unless it is created.
+func createTask(t testing.TB, e *testEnv, tok string, body any) Task {
+	t.Helper()
+	res := e.do("POST", "/api/me/tasks", tok, body)
+	if res.Status != 201 {
+		t.Fatalf("create %v: %d %s, want 201", body, res.Status, res.Body)
+	}
+	return res.task(t)
+}
+
+// listTitles lists path as the user of tok and returns the titles of the
+// tasks, in order; it fails the test unless the list is a 200.
+func listTitles(t testing.TB, e *testEnv, tok, path string) []string {
+	t.Helper()
+	res := e.do("GET", path, tok, nil)
+	if res.Status != 200 {
+		t.Fatalf("list %s: %d %s, want 200", path, res.Status, res.Body)
+	}
+	var titles []string
+	for _, task := range res.tasks(t) {
+		titles = append(titles, task.Title)
+	}
+	return titles
 }
 
 // countTasksIn counts a user's tasks straight from the database.
@@ -652,4 +757,221 @@ func nextLink(t *testing.T, h http.Header) string {
 		t.Fatalf("Link = %q, want <url>; rel=\"next\"", link)
 	}
 	return m[1]
+}
+
+// pageAll follows Link headers from path and returns every task seen.
+func pageAll(t *testing.T, e *testEnv, tok, path string) (tasks []Task, pages int) {
+	t.Helper()
+	for path != "" {
+		res := e.do("GET", path, tok, nil)
+		if res.Status != 200 {
+			t.Fatalf("GET %s: %d %s, want 200", path, res.Status, res.Body)
+		}
+		page := res.tasks(t)
+		tasks = append(tasks, page...)
+		pages++
+		path = nextLink(t, res.Header)
+		if path != "" && len(page) == 0 {
+			t.Fatalf("an empty page with a next link at %s, want no next page after an empty one", path)
+		}
+		if pages > 1000 {
+			t.Fatal("paging does not end")
+		}
+	}
+	return tasks, pages
+}
+
+// seedVaried creates n tasks with repeated titles, priorities and due dates
+// (some without), so that every order has ties to break.
+func seedVaried(t *testing.T, e *testEnv, tok string, n int) []Task {
+	t.Helper()
+	var out []Task
+	for i := range n {
+		body := map[string]any{
+			"title":    fmt.Sprintf("task %d", i%7),
+			"priority": priorities[i%3],
+			"tags":     []string{fmt.Sprintf("t%d", i%4)},
+		}
+		if i%5 != 0 {
+			body["due_date"] = time.Date(2026, 1, 1+i%6, 0, 0, 0, 0, time.UTC).Format(time.RFC3339)
+		}
+		if i%4 == 0 {
+			body["completed"] = true
+		}
+		res := e.do("POST", "/api/me/tasks", tok, body)
+		if res.Status != 201 {
+			t.Fatalf("seed: %d %s, want 201", res.Status, res.Body)
+		}
+		out = append(out, res.task(t))
+	}
+	return out
+}
+
+// testEventsConfig is the hub configuration of the tests, with a short
+// heartbeat.
+func testEventsConfig() eventsConfig {
+	return eventsConfig{Heartbeat: 200 * time.Millisecond, PerUser: 10, MaxStreams: 100, Buffer: 64,
+		WriteTimeout: 2 * time.Second, Retention: 24 * time.Hour}
+}
+
+// liveEnv is a running API with live updates over a test database.
+type liveEnv struct {
+	*testEnv
+	hub       *eventHub
+	listenApp string // the application_name of the hub's LISTEN connection
+}
+
+// newLiveEnv starts the API with a hub listening on the test database.
+func newLiveEnv(t *testing.T, cfg eventsConfig) *liveEnv {
+	t.Helper()
+	db, url := newTestDB(t)
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	store := NewStore(db, 5*time.Second, testTaskQuota)
+	verifier := NewVerifier(VerifierConfig{Secret: testSecret}, logger)
+	hub := newEventHub(cfg, newTicketCodec([]byte("test events key")))
+	app := "listen_" + strings.ToLower(rand.Text())[:12]
+	if err := hub.listen(context.Background(), withParam(testListenURL(url), "application_name", app), logger); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(newServer(logger, "test", store, verifier, guards{}, newCursorCodec([]byte("k")), nil, hub))
+	t.Cleanup(srv.Close)
+	t.Cleanup(hub.close) // runs first: streams end, so that srv.Close does not wait for them
+	return &liveEnv{testEnv: &testEnv{t: t, srv: srv, db: db, store: store, verifier: verifier, logs: logs, secret: testSecret},
+		hub: hub, listenApp: app}
+}
+
+// sseEvent is one server-sent event as a client reads it.
+type sseEvent struct {
+	ID    int64
+	Event string
+	Data  string
+}
+
+// sseStream reads the events of one stream in the background.
+type sseStream struct {
+	t      testing.TB
+	resp   *http.Response
+	events chan sseEvent
+	pings  chan struct{}
+	ended  chan struct{} // closed when the server ends the stream
+	err    error         // why reading ended, nil for a proper end; set before ended is closed
+}
+
+// openStream opens GET path with the token (if any) and headers, and
+// fails the test unless it is a 200 event stream.
+func openStream(t testing.TB, base, path, token string, headers map[string]string) *sseStream {
+	t.Helper()
+	resp, status := dialStream(t, base, path, token, headers)
+	if status != http.StatusOK {
+		t.Fatalf("GET %s: status %d, want 200", path, status)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("GET %s: Content-Type %q, want text/event-stream", path, ct)
+	}
+	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("GET %s: Cache-Control %q, want no-store", path, cc)
+	}
+	if resp.Header.Get("X-Request-ID") == "" || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("GET %s: the headers every answer has are missing: %v; want an X-Request-ID and X-Content-Type-Options: nosniff", path, resp.Header)
+	}
+	if !slices.Equal(resp.TransferEncoding, []string{"chunked"}) {
+		t.Errorf("GET %s: Transfer-Encoding %v, want chunked", path, resp.TransferEncoding)
+	}
+	s := &sseStream{t: t, resp: resp, events: make(chan sseEvent, 10_000), pings: make(chan struct{}, 10_000), ended: make(chan struct{})}
+	t.Cleanup(func() { resp.Body.Close() })
+	go func() {
+		defer close(s.ended)
+		sc := bufio.NewScanner(resp.Body)
+		defer func() { s.err = sc.Err() }()
+		var ev sseEvent
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case line == "":
+				if ev.Event != "" {
+					s.events <- ev
+				}
+				ev = sseEvent{}
+			case line == ": ping":
+				s.pings <- struct{}{}
+			case strings.HasPrefix(line, "id: "):
+				ev.ID, _ = strconv.ParseInt(line[4:], 10, 64)
+			case strings.HasPrefix(line, "event: "):
+				ev.Event = line[7:]
+			case strings.HasPrefix(line, "data: "):
+				ev.Data = line[6:]
+			}
+		}
+	}()
+	return s
+}
+
+// dialStream sends the request of a stream and returns the response, whose
+// body is left open, and its status.
+func dialStream(t testing.TB, base, path, token string, headers map[string]string) (*http.Response, int) {
+	t.Helper()
+	req, err := http.NewRequest("GET", base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+	}
+	return resp, resp.StatusCode
+}
+
+// next returns the next event, failing the test after a wait.
+func (s *sseStream) next() sseEvent {
+	s.t.Helper()
+	select {
+	case ev := <-s.events:
+		return ev
+	case <-s.ended:
+		select {
+		case ev := <-s.events:
+			return ev
+		default:
+		}
+		s.t.Fatal("the stream ended while an event was expected")
+	case <-time.After(15 * time.Second):
+		s.t.Fatal("no event within 15 s")
+	}
+	return sseEvent{}
+}
+
+// quiet fails the test if an event arrives within d.
+func (s *sseStream) quiet(d time.Duration) {
+	s.t.Helper()
+	select {
+	case ev := <-s.events:
+		s.t.Errorf("unexpected event %+v", ev)
+	case <-time.After(d):
+	}
+}
+
+// close ends the stream from the client's side.
+func (s *sseStream) close() { s.resp.Body.Close() }
+
+// waitEnded fails the test unless the server ends the stream within d.
+func (s *sseStream) waitEnded(d time.Duration) {
+	s.t.Helper()
+	select {
+	case <-s.ended:
+		if s.err != nil {
+			s.t.Errorf("the stream ended without its last chunk: %v, want a clean end", s.err)
+		}
+	case <-time.After(d):
+		s.t.Fatalf("the stream was still open after %v, want it ended", d)
+	}
 }

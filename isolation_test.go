@@ -40,7 +40,7 @@ func TestRandomInterleavingKeepsUsersApart(t *testing.T) {
 				"tags": []string{fmt.Sprintf("t%d", rng.IntN(3))},
 			})
 			if res.Status != 201 {
-				t.Fatalf("step %d: create: %d", step, res.Status)
+				t.Fatalf("step %d: create: %d, want 201", step, res.Status)
 			}
 			task := res.task(t)
 			model[user][task.ID] = task
@@ -48,7 +48,7 @@ func TestRandomInterleavingKeepsUsersApart(t *testing.T) {
 			if id, ok := pick(user); ok {
 				res := e.do("PATCH", "/api/me/tasks/"+id, tok, map[string]any{"title": fmt.Sprintf("%s edited %d", user, step)})
 				if res.Status != 200 {
-					t.Fatalf("step %d: update: %d", step, res.Status)
+					t.Fatalf("step %d: update: %d, want 200", step, res.Status)
 				}
 				model[user][id] = res.task(t)
 			}
@@ -56,14 +56,14 @@ func TestRandomInterleavingKeepsUsersApart(t *testing.T) {
 			if id, ok := pick(user); ok {
 				res := e.do("PATCH", "/api/me/tasks/"+id+"/complete", tok, nil)
 				if res.Status != 200 {
-					t.Fatalf("step %d: complete: %d", step, res.Status)
+					t.Fatalf("step %d: complete: %d, want 200", step, res.Status)
 				}
 				model[user][id] = res.task(t)
 			}
 		case 4: // delete own
 			if id, ok := pick(user); ok {
 				if res := e.do("DELETE", "/api/me/tasks/"+id, tok, nil); res.Status != 204 {
-					t.Fatalf("step %d: delete: %d", step, res.Status)
+					t.Fatalf("step %d: delete: %d, want 204", step, res.Status)
 				}
 				delete(model[user], id)
 			}
@@ -90,7 +90,7 @@ func TestRandomInterleavingKeepsUsersApart(t *testing.T) {
 			}
 		case 7: // bulk delete of own completed tasks
 			if res := e.do("DELETE", "/api/me/tasks?status=completed", tok, nil); res.Status != 200 {
-				t.Fatalf("step %d: bulk delete: %d", step, res.Status)
+				t.Fatalf("step %d: bulk delete: %d, want 200", step, res.Status)
 			}
 			for id, task := range model[user] {
 				if task.Completed {
@@ -105,14 +105,14 @@ func TestRandomInterleavingKeepsUsersApart(t *testing.T) {
 			q.Set("q", user)
 			res := e.do("GET", "/api/me/tasks?"+q.Encode(), tok, nil)
 			if res.Status != 200 {
-				t.Fatalf("step %d: list ?%s: %d", step, q.Encode(), res.Status)
+				t.Fatalf("step %d: list ?%s: %d, want 200", step, q.Encode(), res.Status)
 			}
 			for _, task := range res.tasks(t) {
 				if task.UserID != user {
-					t.Fatalf("step %d: %s's list holds %s's task %s", step, user, task.UserID, task.ID)
+					t.Fatalf("step %d: %s's list holds %s's task %s, want only %s's", step, user, task.UserID, task.ID, user)
 				}
 				if _, ok := model[user][task.ID]; !ok {
-					t.Fatalf("step %d: %s's list holds a task they do not have", step, user)
+					t.Fatalf("step %d: %s's list holds %s, a task they do not have; want only theirs", step, user, task.ID)
 				}
 			}
 		}

@@ -60,7 +60,7 @@ func TestJWKSRotationAndRefetchLimit(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for get(old.sign(t, betterAuthClaimsAt("u", clock.now()))) != 401 {
 		if time.Now().After(deadline) {
-			t.Fatalf("withdrawn key: still accepted 5 s after the set was an hour old (%d fetches)", jwks.fetches.Load())
+			t.Fatalf("withdrawn key: still accepted 5 s after the set was an hour old (%d fetches), want 401", jwks.fetches.Load())
 		}
 		clock.advance(time.Second) // a new token each time, never one from the cache
 		time.Sleep(10 * time.Millisecond)
@@ -92,7 +92,7 @@ func TestJWKSUnavailable(t *testing.T) {
 	}
 	// HS256 keeps working meanwhile.
 	if res := e.do("GET", "/api/me/tasks", e.token("hs"), nil); res.Status != 200 {
-		t.Errorf("HS256 while the JWKS is down: %d", res.Status)
+		t.Errorf("HS256 while the JWKS is down: %d, want 200", res.Status)
 	}
 	jwks.status.Store(0)
 	clock.advance(31 * time.Second)
@@ -207,7 +207,7 @@ func TestJWKSRefreshNeverBlocksKnownKid(t *testing.T) {
 				t.Errorf("token %d with a known kid during the refresh: %d, want 200", i, s)
 			}
 		case <-time.After(3 * time.Second):
-			t.Fatalf("token %d with a known kid waited for the hanging refresh", i)
+			t.Fatalf("token %d with a known kid waited for the hanging refresh, want an answer within 3 s", i)
 		}
 	}
 	if n := jwks.fetches.Load(); n != 2 {

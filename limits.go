@@ -1,6 +1,7 @@
-// This file holds the limits of what taskapi stores and the one rule for
-// text. schema.sql's CHECK constraints and openapi.json's maxLength and
-// maxItems repeat these numbers; TestLimitsAgree fails when they differ.
+// This file holds the limits of what taskapi stores and answers, and the one
+// rule for text. schema.sql's CHECK constraints and openapi.json's
+// maxLength, maxItems and maximum repeat these numbers; TestLimitsAgree
+// fails when they differ.
 
 package main
 
@@ -21,6 +22,23 @@ const (
 	maxUserID         = 255
 	maxIdempotencyKey = 255
 	maxQuery          = 200 // the q search text of a list
+)
+
+// Limits of the profile claims of a token that taskapi keeps (cleanClaim),
+// in characters: an email address has at most 320 (RFC 5321: 64 before the
+// @ and 255 after it). A longer claim is dropped, not refused.
+const (
+	maxEmailClaim = 320
+	maxNameClaim  = 255
+)
+
+// Limits of an answer: the limit parameter of a list and of /changes is 1 to
+// maxLimit. A list without a limit is one full page, so that clients that
+// never read the Link header see every task of a list of up to maxLimit.
+const (
+	maxLimit            = 500
+	defaultListLimit    = maxLimit
+	defaultChangesLimit = 100
 )
 
 // checkText returns what is wrong with s as a text of min to max characters,

@@ -66,7 +66,7 @@ type ListOptions struct {
 	DueAfter  *time.Time // due_date >= DueAfter
 	Overdue   *bool      // due in the past and not completed (or the opposite)
 
-	Limit int    `json:"-"` // the page size
+	Limit int    `json:"-"` // the page size, at least 1
 	After string `json:"-"` // Page.Next of the previous page; "" for the first page
 }
 
@@ -81,7 +81,9 @@ type Page struct {
 
 // ListTasks returns a page of up to opts.Limit of the user's tasks that match
 // opts, in its order, after opts.After. A position that cannot be one of this
-// list's is ErrBadPosition.
+// list's is ErrBadPosition. A Limit below 1, like a Sort that is not one of
+// the constants, is a bug in the caller and an error: a page of no tasks
+// could never say where the next one starts.
 func (s *Store) ListTasks(ctx context.Context, userID string, opts ListOptions) (Page, error) {
 	query, args, err := listQuery(userID, opts)
 	if err != nil {
@@ -126,6 +128,9 @@ func listQuery(userID string, opts ListOptions) (string, []any, error) {
 	keys, ok := sortKeys[opts.Sort]
 	if !ok { // a bug in the caller: user input goes through ParseSort
 		return "", nil, fmt.Errorf("sort %q is not one of the Sort constants", opts.Sort)
+	}
+	if opts.Limit < 1 { // a bug in the caller: parseListOptions gives 1 to maxLimit
+		return "", nil, fmt.Errorf("limit %d is below 1", opts.Limit)
 	}
 	key, dir, cmp := keys[0], "ASC", ">"
 	if opts.Desc {

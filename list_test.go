@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -12,54 +13,6 @@ import (
 	"testing"
 	"time"
 )
-
-// pageAll follows Link headers from path and returns every task seen.
-func pageAll(t *testing.T, e *testEnv, tok, path string) (tasks []Task, pages int) {
-	t.Helper()
-	for path != "" {
-		res := e.do("GET", path, tok, nil)
-		if res.Status != 200 {
-			t.Fatalf("GET %s: %d %s", path, res.Status, res.Body)
-		}
-		page := res.tasks(t)
-		tasks = append(tasks, page...)
-		pages++
-		path = nextLink(t, res.Header)
-		if path != "" && len(page) == 0 {
-			t.Fatalf("an empty page with a next link at %s", path)
-		}
-		if pages > 1000 {
-			t.Fatal("paging does not end")
-		}
-	}
-	return tasks, pages
-}
-
-// seedVaried creates n tasks with repeated titles, priorities and due dates
-// (some without), so that every order has ties to break.
-func seedVaried(t *testing.T, e *testEnv, tok string, n int) []Task {
-	t.Helper()
-	var out []Task
-	for i := range n {
-		body := map[string]any{
-			"title":    fmt.Sprintf("task %d", i%7),
-			"priority": priorities[i%3],
-			"tags":     []string{fmt.Sprintf("t%d", i%4)},
-		}
-		if i%5 != 0 {
-			body["due_date"] = time.Date(2026, 1, 1+i%6, 0, 0, 0, 0, time.UTC).Format(time.RFC3339)
-		}
-		if i%4 == 0 {
-			body["completed"] = true
-		}
-		res := e.do("POST", "/api/me/tasks", tok, body)
-		if res.Status != 201 {
-			t.Fatalf("seed: %d %s", res.Status, res.Body)
-		}
-		out = append(out, res.task(t))
-	}
-	return out
-}
 
 // expectedOrder sorts tasks as the API documents: by the sort key, ties by
 // id, tasks without a due date last either way.
@@ -136,18 +89,18 @@ func TestPagingEveryOrder(t *testing.T) {
 			}
 			got, _ = pageAll(t, e, tok, "/api/me/tasks?limit=3&status=pending&sort="+sort+"&order="+order)
 			if !slices.Equal(ids(got), expectedOrder(pending, sort, order == "desc")) {
-				t.Errorf("sort=%s order=%s status=pending: paged order differs", sort, order)
+				t.Errorf("sort=%s order=%s status=pending: paged order differs from the documented one\n got %v\nwant %v", sort, order, ids(got), expectedOrder(pending, sort, order == "desc"))
 			}
 		}
 	}
 	// The default is a full page of 500; a full last page has no next link.
 	res := e.do("GET", "/api/me/tasks", tok, nil)
 	if n := len(res.tasks(t)); n != 23 || res.Header.Get("Link") != "" {
-		t.Errorf("default page: %d tasks, Link %q", n, res.Header.Get("Link"))
+		t.Errorf("default page: %d tasks, Link %q; want 23 tasks and no Link", n, res.Header.Get("Link"))
 	}
 	res = e.do("GET", "/api/me/tasks?limit=23", tok, nil)
 	if res.Header.Get("Link") != "" {
-		t.Errorf("limit equal to the count still links a next page: %q", res.Header.Get("Link"))
+		t.Errorf("limit equal to the count still links a next page: %q, want no Link", res.Header.Get("Link"))
 	}
 }
 
@@ -175,7 +128,7 @@ func TestPagingWhileTasksChange(t *testing.T) {
 		}
 		for _, id := range []string{first[0].ID, unseen} {
 			if res := e.do("DELETE", "/api/me/tasks/"+id, tok, nil); res.Status != 204 {
-				t.Fatalf("delete: %d", res.Status)
+				t.Fatalf("delete: %d, want 204", res.Status)
 			}
 		}
 		for range 3 {
@@ -188,55 +141,37 @@ func TestPagingWhileTasksChange(t *testing.T) {
 		}
 		for id, n := range counts {
 			if n > 1 {
-				t.Errorf("sort=%s: task %s seen %d times", sort, id, n)
+				t.Errorf("sort=%s: task %s seen %d times, want once", sort, id, n)
 			}
 		}
 		// Every task that existed throughout was seen.
 		for _, task := range all {
 			if task.ID != unseen && task.ID != first[0].ID && counts[task.ID] != 1 {
-				t.Errorf("sort=%s: task %s (%q) was skipped", sort, task.ID, task.Title)
+				t.Errorf("sort=%s: task %s (%q) seen %d times, want once", sort, task.ID, task.Title, counts[task.ID])
 			}
 		}
 		if counts[unseen] != 0 {
-			t.Errorf("sort=%s: a task deleted before its page was listed", sort)
+			t.Errorf("sort=%s: a task deleted before its page was listed is seen %d times, want 0", sort, counts[unseen])
 		}
 		all = slices.DeleteFunc(all, func(task Task) bool { return task.ID == unseen || task.ID == first[0].ID })
 	}
 }
 
 // TestListFiltersAndSorting checks every order and every filter of a list,
-// and that each bad parameter is a 400 that names it.
+// under their own names and under the names that frontends written for
+// other backends (FastAPI ones, mostly) give them, and that each bad
+// parameter is a 400 that names it.
 func TestListFiltersAndSorting(t *testing.T) {
 	t.Parallel()
 	e := newTestEnv(t, nil)
 	t.Run("orders and status", func(t *testing.T) {
 		tok := e.token("lister")
-		mk := func(body string) Task {
-			t.Helper()
-			res := e.do("POST", "/api/me/tasks", tok, body)
-			if res.Status != 201 {
-				t.Fatalf("create %s: %d %s", body, res.Status, res.Body)
-			}
-			return res.task(t)
-		}
-		b := mk(`{"title":"banana","priority":"low","due_date":"2026-03-01T00:00:00Z"}`)
-		a := mk(`{"title":"apple","priority":"high","completed":true}`)
-		c := mk(`{"title":"cherry","priority":"medium","due_date":"2026-01-01T00:00:00Z"}`)
+		b := createTask(t, e, tok, `{"title":"banana","priority":"low","due_date":"2026-03-01T00:00:00Z"}`)
+		a := createTask(t, e, tok, `{"title":"apple","priority":"high","completed":true}`)
+		c := createTask(t, e, tok, `{"title":"cherry","priority":"medium","due_date":"2026-01-01T00:00:00Z"}`)
 		// Make updated_at differ from created_at order: touch b last.
 		e.do("PATCH", "/api/me/tasks/"+b.ID, tok, `{"description":"touched"}`)
 
-		ids := func(query string) []string {
-			t.Helper()
-			res := e.do("GET", "/api/me/tasks"+query, tok, nil)
-			if res.Status != 200 {
-				t.Fatalf("list %s: %d %s", query, res.Status, res.Body)
-			}
-			var out []string
-			for _, task := range res.tasks(t) {
-				out = append(out, task.Title)
-			}
-			return out
-		}
 		tests := []struct {
 			query string
 			want  []string
@@ -255,7 +190,7 @@ func TestListFiltersAndSorting(t *testing.T) {
 			{"?status=all&sort=title", []string{"apple", "banana", "cherry"}},
 		}
 		for _, tt := range tests {
-			if got := ids(tt.query); !slices.Equal(got, tt.want) {
+			if got := listTitles(t, e, tok, "/api/me/tasks"+tt.query); !slices.Equal(got, tt.want) {
 				t.Errorf("list %q = %v, want %v", tt.query, got, tt.want)
 			}
 		}
@@ -263,32 +198,12 @@ func TestListFiltersAndSorting(t *testing.T) {
 	t.Run("search, priority, tags and dates", func(t *testing.T) {
 		tok := e.token("filters")
 		now := time.Now().UTC()
-		mk := func(body map[string]any) Task {
-			t.Helper()
-			res := e.do("POST", "/api/me/tasks", tok, body)
-			if res.Status != 201 {
-				t.Fatalf("create: %d %s", res.Status, res.Body)
-			}
-			return res.task(t)
-		}
 		past, future := now.Add(-48*time.Hour).Format(time.RFC3339), now.Add(48*time.Hour).Format(time.RFC3339)
-		groceries := mk(map[string]any{"title": "Buy MILK", "tags": []string{"home", "shop"}, "priority": "high", "due_date": past})
-		discount := mk(map[string]any{"title": "Use 50% off coupon", "description": "code a_b", "tags": []string{"shop"}, "due_date": future})
-		done := mk(map[string]any{"title": "Paid rent", "completed": true, "tags": []string{"home"}, "due_date": past, "priority": "high"})
-		plain := mk(map[string]any{"title": "Call 50 people", "priority": "low"})
+		groceries := createTask(t, e, tok, map[string]any{"title": "Buy MILK", "tags": []string{"home", "shop"}, "priority": "high", "due_date": past})
+		discount := createTask(t, e, tok, map[string]any{"title": "Use 50% off coupon", "description": "code a_b", "tags": []string{"shop"}, "due_date": future})
+		done := createTask(t, e, tok, map[string]any{"title": "Paid rent", "completed": true, "tags": []string{"home"}, "due_date": past, "priority": "high"})
+		plain := createTask(t, e, tok, map[string]any{"title": "Call 50 people", "priority": "low"})
 
-		titles := func(query string) []string {
-			t.Helper()
-			res := e.do("GET", "/api/me/tasks?sort=title&"+query, tok, nil)
-			if res.Status != 200 {
-				t.Fatalf("list ?%s: %d %s", query, res.Status, res.Body)
-			}
-			var out []string
-			for _, task := range res.tasks(t) {
-				out = append(out, task.Title)
-			}
-			return out
-		}
 		for _, tc := range []struct {
 			query string
 			want  []Task
@@ -317,8 +232,64 @@ func TestListFiltersAndSorting(t *testing.T) {
 				want = append(want, task.Title)
 			}
 			slices.Sort(want)
-			if got := titles(tc.query); !slices.Equal(got, want) {
+			if got := listTitles(t, e, tok, "/api/me/tasks?sort=title&"+tc.query); !slices.Equal(got, want) {
 				t.Errorf("?%s = %q, want %q", tc.query, got, want)
+			}
+		}
+	})
+	t.Run("other spellings, as frontends for other backends send them", func(t *testing.T) {
+		tok := e.token("frontend")
+		milk := createTask(t, e, tok, `{"title":"buy milk","priority":"low"}`)
+		createTask(t, e, tok, `{"title":"bake bread","priority":"high","completed":true}`)
+		createTask(t, e, tok, `{"title":"call mum","priority":"medium","due_date":"2030-01-01T00:00:00Z"}`)
+		// Milk is completed and reopened, so that it is the last task updated.
+		for range 2 {
+			if res := e.do("PATCH", "/api/me/tasks/"+milk.ID+"/complete", tok, `{}`); res.Status != 200 {
+				t.Fatalf("toggle milk: %d %s, want 200", res.Status, res.Body)
+			}
+		}
+		for _, c := range []struct {
+			query string
+			want  []string
+		}{
+			{"search=milk", []string{"buy milk"}},
+			{"search=milk&q=milk", []string{"buy milk"}}, // both, in agreement
+			{"sort_by=title", []string{"bake bread", "buy milk", "call mum"}},
+			{"sort_by=title&sort_order=desc", []string{"call mum", "buy milk", "bake bread"}},
+			{"sort=title&order=DESC", []string{"call mum", "buy milk", "bake bread"}},
+			{"sort_by=created_at", []string{"call mum", "bake bread", "buy milk"}},
+			{"sort_by=created_at&sort_order=asc", []string{"buy milk", "bake bread", "call mum"}},
+			{"sort_by=updated_at&sort_order=asc", []string{"bake bread", "call mum", "buy milk"}}, // milk was toggled last
+			{"sort_by=priority", []string{"buy milk", "call mum", "bake bread"}},
+			{"sort_by=due_date&sort=due_date&limit=1", []string{"call mum"}}, // the others tie, without a due date
+			{"completed=true", []string{"bake bread"}},
+			{"completed=false&sort=title", []string{"buy milk", "call mum"}},
+			{"completed=true&status=completed", []string{"bake bread"}},
+			{"priority=all&sort=title", []string{"bake bread", "buy milk", "call mum"}},
+			{"_=1732780000&_t=x&sort=title", []string{"bake bread", "buy milk", "call mum"}},
+		} {
+			if got := listTitles(t, e, tok, "/api/me/tasks?"+c.query); !slices.Equal(got, c.want) {
+				t.Errorf("?%s = %q, want %q", c.query, got, c.want)
+			}
+		}
+		for _, q := range []string{"completed=yes", "sort_by=colour", "sort_order=up", "search=" + strings.Repeat("s", 201)} {
+			wantBadParam(t, e.do("GET", "/api/me/tasks?"+q, tok, nil), q)
+		}
+		for _, q := range []string{"status=pending&completed=true", "sort=title&sort_by=priority", "q=a&search=b", "order=asc&sort_order=desc"} {
+			if res := e.do("GET", "/api/me/tasks?"+q, tok, nil); res.Status != 400 {
+				t.Errorf("?%s: %d, want 400 for parameters that disagree", q, res.Status)
+			}
+		}
+		// Any other parameter is refused, naming the ones a list accepts.
+		for _, q := range []string{"filter=done", "page=2", "per_page=10", "user_id=x"} {
+			res := e.do("GET", "/api/me/tasks?"+q, tok, nil)
+			name, _, _ := strings.Cut(q, "=")
+			if res.Status != 400 {
+				t.Errorf("?%s: %d, want 400", q, res.Status)
+				continue
+			}
+			if d := res.problem(t).Detail; !strings.Contains(d, `"`+name+`"`) || !strings.Contains(d, "sort (or sort_by)") {
+				t.Errorf("?%s: detail %q, want it to name %s and the accepted parameters", q, d, name)
 			}
 		}
 	})
@@ -355,10 +326,10 @@ func TestStatsAndBulkDelete(t *testing.T) {
 	var st Stats
 	res := e.do("GET", "/api/me/tasks/stats", tok, nil)
 	if err := json.Unmarshal(res.Body, &st); err != nil || res.Status != 200 {
-		t.Fatalf("stats: %d %s", res.Status, res.Body)
+		t.Fatalf("stats: %d %s, want 200 with the stats", res.Status, res.Body)
 	}
 	if st != (Stats{Total: 5, Completed: 2, Pending: 3, Overdue: 1}) {
-		t.Errorf("stats = %+v", st)
+		t.Errorf("stats = %+v, want %+v", st, Stats{Total: 5, Completed: 2, Pending: 3, Overdue: 1})
 	}
 
 	for _, q := range []string{"", "?status=all", "?status=pending", "?status=completed&status=pending", "?status=completed&q=a", "?status=COMPLETED"} {
@@ -367,20 +338,40 @@ func TestStatsAndBulkDelete(t *testing.T) {
 		}
 	}
 	if n := countTasks(t, e, tok); n != 5 {
-		t.Fatalf("refused bulk deletes changed the count to %d", n)
+		t.Fatalf("refused bulk deletes changed the count to %d, want 5", n)
 	}
 	res = e.do("DELETE", "/api/me/tasks?status=completed", tok, nil)
 	if res.Status != 200 || strings.TrimSpace(string(res.Body)) != `{"deleted":2}` {
-		t.Errorf("bulk delete: %d %s", res.Status, res.Body)
+		t.Errorf("bulk delete: %d %s, want 200 with {\"deleted\":2}", res.Status, res.Body)
 	}
 	if n := countTasks(t, e, tok); n != 3 {
 		t.Errorf("after bulk delete: %d tasks, want 3", n)
 	}
 	if n := countTasks(t, e, other); n != 1 {
-		t.Errorf("another user's completed task was deleted too")
+		t.Errorf("another user has %d tasks, want 1: their completed task was deleted too", n)
 	}
 	if res := e.do("DELETE", "/api/other/tasks?status=completed", tok, nil); res.Status != 403 {
 		t.Errorf("bulk delete on another user's path: %d, want 403", res.Status)
+	}
+}
+
+// TestListLimitBelowOne checks that ListTasks refuses a Limit below 1, a
+// bug in the caller, with an error rather than a panic.
+func TestListLimitBelowOne(t *testing.T) {
+	t.Parallel()
+	db, _ := newTestDB(t)
+	ctx := context.Background()
+	store := NewStore(db, 5*time.Second, testTaskQuota)
+	for _, title := range []string{"a", "b"} {
+		if _, err := store.CreateTask(ctx, User{ID: "u"}, NewTask{Title: title, Priority: "medium"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, limit := range []int{0, -1} {
+		page, err := store.ListTasks(ctx, "u", ListOptions{Sort: SortCreated, Limit: limit})
+		if err == nil || errors.Is(err, ErrBadPosition) {
+			t.Errorf("ListTasks(Limit: %d) = %d tasks, %v; want an error other than ErrBadPosition", limit, len(page.Tasks), err)
+		}
 	}
 }
 
@@ -498,7 +489,7 @@ func explainList(t *testing.T, db *sql.DB, opts ListOptions, filter string) {
 		switch filter {
 		case "", "status":
 			if !strings.Contains(text, "Index Scan") || strings.Contains(text, "Sort") || strings.Contains(text, "Seq Scan") {
-				t.Errorf("%s, %s: the plan is not an index scan without a sort:\n%s", name, mode, text)
+				t.Errorf("%s, %s: want an index scan without a sort, got the plan:\n%s", name, mode, text)
 			}
 		default:
 			// A filter that matches few rows may be read and sorted whole,
@@ -510,7 +501,7 @@ func explainList(t *testing.T, db *sql.DB, opts ListOptions, filter string) {
 				}
 			}
 			if strings.Contains(text, "Seq Scan") || !bounded {
-				t.Errorf("%s, %s: the plan reads more than the user's rows through the user's index:\n%s", name, mode, text)
+				t.Errorf("%s, %s: want a read of the user's rows only, through the user's index, got the plan:\n%s", name, mode, text)
 			}
 		}
 	}

@@ -39,7 +39,7 @@ func TestLogWriterBatches(t *testing.T) {
 
 	l.Write([]byte("first\n"))
 	if s, _ := out.state(); s != "" {
-		t.Errorf("a line was written at once: %q", s)
+		t.Errorf("a line was written at once: %q, want nothing before a flush", s)
 	}
 	waitFor(t, func() bool { s, _ := out.state(); return s == "first\n" })
 
@@ -66,15 +66,15 @@ func TestLogWriterBatches(t *testing.T) {
 		var g, i int
 		var pad string
 		if n, _ := fmt.Sscanf(line, `{"writer":%d,"line":%d,"pad":%q}`, &g, &i, &pad); n != 3 || len(pad) != 100 {
-			t.Fatalf("a line was not written whole: %q", line)
+			t.Fatalf("a line was not written whole: %q, want its writer, line and a pad of 100 bytes", line)
 		}
 		seen[line[:strings.Index(line, `,"pad"`)]] = true
 	}
 	if len(seen) != writers*lines || got[len(got)-1] != "after close" {
-		t.Errorf("%d distinct lines, last %q", len(seen), got[len(got)-1])
+		t.Errorf("%d distinct lines, last %q; want %d, last \"after close\"", len(seen), got[len(got)-1], writers*lines)
 	}
 	if writes > writers*lines/20 {
-		t.Errorf("%d lines took %d writes: not batched", writers*lines, writes)
+		t.Errorf("%d lines took %d writes, want at most %d: not batched", writers*lines, writes, writers*lines/20)
 	}
 	t.Logf("%d lines in %d writes", writers*lines+2, writes)
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,60 +17,6 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// startRun runs the program with env until the test ends, and returns the
-// address it listens on and its output.
-func startRun(t *testing.T, env map[string]string) (addr string, stdout, stderr *syncBuffer, stop func() error) {
-	t.Helper()
-	if _, ok := env["SHUTDOWN_DRAIN"]; !ok {
-		env["SHUTDOWN_DRAIN"] = "0" // stop at once, unless the test is about draining
-	}
-	if db, ok := env["DATABASE_URL"]; ok && env["DATABASE_LISTEN_URL"] == "" {
-		env["DATABASE_LISTEN_URL"] = testListenURL(db)
-	}
-	stdout, stderr = &syncBuffer{}, &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	var runErr error
-	finished := make(chan struct{})
-	go func() {
-		runErr = run(ctx, []string{"taskapi"}, func(k string) string { return env[k] }, stdout, stderr)
-		close(finished)
-	}()
-	stop = func() error {
-		cancel()
-		select {
-		case <-finished:
-			return runErr
-		case <-time.After(30 * time.Second):
-			return fmt.Errorf("run did not return 30 s after its context was cancelled")
-		}
-	}
-	t.Cleanup(func() { stop() })
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if addr := listeningAddr(stdout); addr != "" {
-			return addr, stdout, stderr, stop
-		}
-		select {
-		case <-finished:
-			t.Fatalf("run returned before listening: %v\nstdout: %s\nstderr: %s", runErr, stdout, stderr)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	t.Fatalf("run is not listening after 60 s\nstdout: %s\nstderr: %s", stdout, stderr)
-	return
-}
-
-// listeningAddr returns the address a run's log says it listens on, or "".
-func listeningAddr(log *syncBuffer) string {
-	for _, line := range strings.Split(log.String(), "\n") {
-		var entry struct{ Msg, Addr string }
-		if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "listening" {
-			return entry.Addr
-		}
-	}
-	return ""
-}
-
 func TestRunServesAndStops(t *testing.T) {
 	t.Parallel()
 	_, url := newTestDB(t)
@@ -83,13 +28,13 @@ func TestRunServesAndStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	if res := send(t, http.DefaultClient, "POST", "http://"+addr+"/api/me/tasks", tok, nil, `{"title":"through run"}`); res.Status != 201 {
-		t.Errorf("create through run: %d", res.Status)
+		t.Errorf("create through run: %d, want 201", res.Status)
 	}
 	if err := stop(); err != nil {
-		t.Errorf("run returned %v after a clean shutdown", err)
+		t.Errorf("run returned %v after a clean shutdown, want nil", err)
 	}
 	if !strings.Contains(stdout.String(), `"msg":"stopped"`) {
-		t.Errorf("no shutdown in the log:\n%s", stdout)
+		t.Errorf("no shutdown in the log, want a \"stopped\" line:\n%s", stdout)
 	}
 	if _, err := http.Get("http://" + addr + "/healthz"); err == nil {
 		t.Error("still serving after shutdown")
@@ -103,7 +48,7 @@ func TestRunDevelopmentDatabase(t *testing.T) {
 
 	addr, stdout, stderr, stop := startRun(t, env)
 	if !strings.Contains(stdout.String(), "DEVELOPMENT database") {
-		t.Errorf("the log does not say this is a development database:\n%s", stdout)
+		t.Errorf("the log does not say this is a development database, want \"DEVELOPMENT database\":\n%s", stdout)
 	}
 	if !strings.HasPrefix(addr, "127.0.0.1:") {
 		t.Errorf("development mode listens on %s, want loopback only", addr)
@@ -112,25 +57,25 @@ func TestRunDevelopmentDatabase(t *testing.T) {
 	line := stderr.String()
 	start := strings.Index(line, "Bearer ")
 	if start < 0 {
-		t.Fatalf("no curl line with a token:\n%s", line)
+		t.Fatalf("no curl line with a token, want one with \"Bearer \":\n%s", line)
 	}
 	tok := strings.Fields(line[start+len("Bearer "):])[0]
 	tok = strings.TrimSuffix(tok, "'")
 	if res := send(t, http.DefaultClient, "POST", "http://"+addr+"/api/me/tasks", tok, nil, `{"title":"survives a restart"}`); res.Status != 201 {
-		t.Fatalf("create with the printed token: %d", res.Status)
+		t.Fatalf("create with the printed token: %d, want 201", res.Status)
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(dataDir, "postgres", "postmaster.pid")); !os.IsNotExist(err) {
-		t.Errorf("the development server is still running after taskapi stopped (postmaster.pid: %v)", err)
+		t.Errorf("the development server is still running after taskapi stopped (postmaster.pid: %v), want it stopped", err)
 	}
 
 	// Second start: same data, same secret, so the same token still works.
 	addr, _, _, stop = startRun(t, env)
 	tasks := send(t, http.DefaultClient, "GET", "http://"+addr+"/api/me/tasks", tok, nil, "").tasks(t)
 	if len(tasks) != 1 || tasks[0].Title != "survives a restart" {
-		t.Errorf("after a restart: %+v", tasks)
+		t.Errorf("after a restart: %+v, want the one task \"survives a restart\"", tasks)
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -167,7 +112,7 @@ func TestLoadConfig(t *testing.T) {
 		cfg, err := loadConfig(func(k string) string { return tc.env[k] })
 		if tc.wantErr == "" {
 			if err != nil {
-				t.Errorf("%s: %v", tc.name, err)
+				t.Errorf("%s: %v, want no error", tc.name, err)
 			}
 			if cfg.DevDB || cfg.Host != "" {
 				t.Errorf("%s: DevDB %v, Host %q; want a production config on all interfaces", tc.name, cfg.DevDB, cfg.Host)
@@ -188,7 +133,7 @@ func TestLoadConfig(t *testing.T) {
 	vc := cfg.verifierConfig()
 	if vc.JWKSURL != "https://auth.example.com/api/auth/jwks" || vc.JWKSIssuer != "https://auth.example.com" ||
 		vc.JWKSAudience != "https://auth.example.com" || vc.Issuer != "" || len(vc.Secret) != 0 {
-		t.Errorf("JWKS mode from BETTER_AUTH_URL: %+v", vc)
+		t.Errorf("JWKS mode from BETTER_AUTH_URL: %+v, want the JWKS URL, issuer and audience of https://auth.example.com and no shared secret", vc)
 	}
 }
 
@@ -199,12 +144,12 @@ func TestTokenCommand(t *testing.T) {
 	err := run(context.Background(), []string{"taskapi", "token", "-sub", "zed", "-email", "zed@example.com", "-ttl", "2m"},
 		func(k string) string { return env[k] }, &out, &errOut)
 	if err != nil {
-		t.Fatalf("taskapi token: %v (%s)", err, errOut.String())
+		t.Fatalf("taskapi token: %v (%s), want no error", err, errOut.String())
 	}
 	v := NewVerifier(VerifierConfig{Secret: testSecret}, slog.New(slog.DiscardHandler))
 	u, err := v.Verify(context.Background(), strings.TrimSpace(out.String()))
 	if err != nil || u.ID != "zed" || u.Email != "zed@example.com" {
-		t.Errorf("token verifies as %+v, %v", u, err)
+		t.Errorf("token verifies as %+v, %v; want zed <zed@example.com>", u, err)
 	}
 	var claims jwt.RegisteredClaims
 	jwt.NewParser().ParseWithClaims(strings.TrimSpace(out.String()), &claims, func(*jwt.Token) (any, error) { return testSecret, nil })
@@ -227,6 +172,6 @@ func TestVersion(t *testing.T) {
 	handleHealthz(buildVersion()).ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
 	var body map[string]string
 	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body["status"] != "ok" || body["version"] != buildVersion() {
-		t.Errorf("/healthz = %s", rec.Body)
+		t.Errorf("/healthz = %s, want status ok and version %s", rec.Body, buildVersion())
 	}
 }

@@ -26,13 +26,13 @@ func TestRoutingErrors(t *testing.T) {
 
 	res := e.do("GET", "/nope", tok, nil)
 	if res.Status != 404 {
-		t.Errorf("GET /nope: %d", res.Status)
+		t.Errorf("GET /nope: %d, want 404", res.Status)
 	}
 	res.problem(t)
 	// Errors, even the mux's own, carry the same protective headers.
 	for _, r := range []response{res, e.do("GET", "/api/me/tasks", "", nil), e.do("POST", "/api/me/tasks", tok, `{`)} {
 		if r.Header.Get("Cache-Control") != "no-store" || r.Header.Get("X-Content-Type-Options") != "nosniff" || r.Header.Get("X-Request-ID") == "" {
-			t.Errorf("a %d lacks Cache-Control, X-Content-Type-Options or X-Request-ID: %v", r.Status, r.Header)
+			t.Errorf("a %d lacks Cache-Control, X-Content-Type-Options or X-Request-ID: %v; want no-store, nosniff and a request id", r.Status, r.Header)
 		}
 	}
 
@@ -44,7 +44,7 @@ func TestRoutingErrors(t *testing.T) {
 	allow := res.Header.Get("Allow")
 	for _, m := range []string{"GET", "PUT", "PATCH", "DELETE"} {
 		if !strings.Contains(allow, m) {
-			t.Errorf("Allow = %q, missing %s", allow, m)
+			t.Errorf("Allow = %q, want it to hold %s", allow, m)
 		}
 	}
 	if res := e.do("DELETE", "/healthz", "", nil); res.Status != 405 {
@@ -92,14 +92,14 @@ func TestHeadersAndRequestID(t *testing.T) {
 		}
 		found = true
 		if entry["route"] != "GET /api/{user_id}/tasks" || entry["method"] != "GET" || entry["status"] != 200.0 {
-			t.Errorf("request log line = %s", line)
+			t.Errorf("request log line = %s, want route GET /api/{user_id}/tasks, method GET and status 200", line)
 		}
 		if _, ok := entry["duration_ms"].(float64); !ok {
-			t.Errorf("request log line has no duration: %s", line)
+			t.Errorf("request log line has no duration: %s, want duration_ms", line)
 		}
 	}
 	if !found {
-		t.Errorf("no request log line with id %s in:\n%s", id, e.logs.String())
+		t.Errorf("no request log line with id %s, want one, in:\n%s", id, e.logs.String())
 	}
 }
 
@@ -120,15 +120,15 @@ func TestCORS(t *testing.T) {
 	}
 	resp := preflight("https://app.example.com")
 	if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" {
-		t.Errorf("preflight from the app: %d, allow-origin %q", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
+		t.Errorf("preflight from the app: %d, allow-origin %q; want 204, https://app.example.com", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
 	}
 	for _, h := range []string{"Authorization", "Content-Type", "If-Match", "Last-Event-ID"} {
 		if !strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), h) {
-			t.Errorf("Access-Control-Allow-Headers = %q, missing %s", resp.Header.Get("Access-Control-Allow-Headers"), h)
+			t.Errorf("Access-Control-Allow-Headers = %q, want it to hold %s", resp.Header.Get("Access-Control-Allow-Headers"), h)
 		}
 	}
 	if !strings.Contains(resp.Header.Get("Access-Control-Allow-Methods"), "PATCH") {
-		t.Errorf("Access-Control-Allow-Methods = %q", resp.Header.Get("Access-Control-Allow-Methods"))
+		t.Errorf("Access-Control-Allow-Methods = %q, want it to hold PATCH", resp.Header.Get("Access-Control-Allow-Methods"))
 	}
 	if resp := preflight("https://evil.example.com"); resp.Header.Get("Access-Control-Allow-Origin") != "" || resp.StatusCode != 204 {
 		t.Errorf("preflight from another origin: %d, Access-Control-Allow-Origin %q; want 204 without it",
@@ -143,10 +143,41 @@ func TestCORS(t *testing.T) {
 	}
 	resp.Body.Close()
 	if resp.StatusCode != 401 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" {
-		t.Errorf("401 from the app's origin: allow-origin %q", resp.Header.Get("Access-Control-Allow-Origin"))
+		t.Errorf("401 from the app's origin: %d, allow-origin %q; want 401, https://app.example.com", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
 	}
 	if !strings.Contains(resp.Header.Get("Access-Control-Expose-Headers"), "Location") {
-		t.Errorf("Access-Control-Expose-Headers = %q", resp.Header.Get("Access-Control-Expose-Headers"))
+		t.Errorf("Access-Control-Expose-Headers = %q, want it to hold Location", resp.Header.Get("Access-Control-Expose-Headers"))
+	}
+}
+
+// TestCORSCredentials checks that only an origin listed by name is allowed
+// credentials: "*" in the list lets any other origin read the answers, but
+// without credentials.
+func TestCORSCredentials(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	tok := e.token("frontend")
+	for _, c := range []struct {
+		origins []string
+		origin  string
+		want    string
+	}{
+		{[]string{"https://app.example.com"}, "https://app.example.com", "true"},
+		{[]string{"*"}, "https://app.example.com", ""},
+		{[]string{"*", "https://app.example.com"}, "https://app.example.com", "true"},
+		{[]string{"*", "https://app.example.com"}, "https://other.example.com", ""},
+		{[]string{"https://app.example.com"}, "https://evil.example.com", ""},
+	} {
+		srv := httptest.NewServer(newServer(testLogger(), "test", e.store, e.verifier, guards{}, newCursorCodec([]byte("k")), c.origins, nil))
+		preflight := send(t, srv.Client(), "OPTIONS", srv.URL+"/api/me/tasks", "",
+			map[string]string{"Origin": c.origin, "Access-Control-Request-Method": "POST"}, "")
+		get := send(t, srv.Client(), "GET", srv.URL+"/api/me/tasks", tok, map[string]string{"Origin": c.origin}, "")
+		srv.Close()
+		for name, res := range map[string]response{"preflight": preflight, "GET": get} {
+			if got := res.Header.Get("Access-Control-Allow-Credentials"); got != c.want {
+				t.Errorf("origins %q, Origin %s, %s: Access-Control-Allow-Credentials %q, want %q", c.origins, c.origin, name, got, c.want)
+			}
+		}
 	}
 }
 
@@ -164,10 +195,10 @@ func TestPanicRecovery(t *testing.T) {
 	}
 	var p problem
 	if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil || p.RequestID == "" || strings.Contains(p.Detail, "requireUser") {
-		t.Errorf("500 body = %s (it must carry the request id and reveal nothing)", rec.Body)
+		t.Errorf("500 body = %s, want a problem that carries the request id and reveals nothing", rec.Body)
 	}
 	if !strings.Contains(logs.String(), "requireUser") || !strings.Contains(logs.String(), p.RequestID) {
-		t.Errorf("the panic was not logged with the request id:\n%s", logs)
+		t.Errorf("the panic was not logged with the request id, want both in the log:\n%s", logs)
 	}
 }
 

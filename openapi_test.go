@@ -48,12 +48,12 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	slices.Sort(documented)
 	for _, p := range served {
 		if !slices.Contains(documented, p) {
-			t.Errorf("route %q is not in openapi.json", p)
+			t.Errorf("route %q is not in openapi.json, want every route there", p)
 		}
 	}
 	for _, p := range documented {
 		if !slices.Contains(served, p) {
-			t.Errorf("openapi.json documents %q, which the server does not serve", p)
+			t.Errorf("openapi.json documents %q, which the server does not serve; want only served routes", p)
 		}
 	}
 }
@@ -152,7 +152,7 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 	for _, x := range exchanges {
 		route, params, err := router.FindRoute(x.req)
 		if err != nil {
-			t.Errorf("%s %s: no route in openapi.json: %v", x.req.Method, x.req.URL, err)
+			t.Errorf("%s %s: no route in openapi.json (%v), want one", x.req.Method, x.req.URL, err)
 			continue
 		}
 		seen[x.req.Method+" "+route.Path+" "+http.StatusText(x.status)] = true

@@ -20,7 +20,7 @@ func TestRateLimiterBuckets(t *testing.T) {
 	l.now = clock.now
 	for i := range 3 {
 		if ok, _ := l.allow("a"); !ok {
-			t.Fatalf("request %d of the burst refused", i+1)
+			t.Fatalf("request %d of the burst refused, want it allowed", i+1)
 		}
 	}
 	ok, wait := l.allow("a")
@@ -61,7 +61,7 @@ func TestRateLimitResponses(t *testing.T) {
 	alice, bob := e.token("alice"), e.token("bob")
 	for i := range 2 {
 		if res := e.do("POST", "/api/me/tasks", alice, `{"title":"ok"}`); res.Status != 201 {
-			t.Fatalf("request %d: %d", i+1, res.Status)
+			t.Fatalf("request %d: %d, want 201", i+1, res.Status)
 		}
 	}
 	res := e.do("POST", "/api/me/tasks", alice, `{"title":"one too many"}`)
@@ -70,14 +70,14 @@ func TestRateLimitResponses(t *testing.T) {
 	}
 	res.problem(t)
 	if n := countTasksIn(t, e, "alice"); n != 2 {
-		t.Errorf("alice has %d tasks; the refused create must not have run", n)
+		t.Errorf("alice has %d tasks, want 2: the refused create must not have run", n)
 	}
 	if res := e.do("GET", "/api/me/tasks", bob, nil); res.Status != 200 {
-		t.Errorf("bob, under his own limit: %d", res.Status)
+		t.Errorf("bob, under his own limit: %d, want 200", res.Status)
 	}
 	// Health checks and refused tokens do not count against anyone.
 	if res := e.do("GET", "/healthz", "", nil); res.Status != 200 {
-		t.Errorf("healthz: %d", res.Status)
+		t.Errorf("healthz: %d, want 200", res.Status)
 	}
 }
 
@@ -119,7 +119,7 @@ func TestOneUserCannotStarveAnother(t *testing.T) {
 	for range 40 {
 		start := time.Now()
 		if res := e.do("GET", "/api/me/tasks?limit=5", other, nil); res.Status != 200 {
-			t.Errorf("the other user's list: %d", res.Status)
+			t.Errorf("the other user's list: %d, want 200", res.Status)
 		}
 		latencies = append(latencies, time.Since(start))
 	}
@@ -155,7 +155,7 @@ func TestFailedAuthIsLimited(t *testing.T) {
 		return e.doWith("GET", "/api/me/tasks", token, map[string]string{"Fly-Client-IP": addr}, "")
 	}
 	if res := from("203.0.113.7", good); res.Status != 200 {
-		t.Fatalf("a good token: %d", res.Status)
+		t.Fatalf("a good token: %d, want 200", res.Status)
 	}
 	bad := "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0." + strings.Repeat("A", 43)
 	for i := range 5 {

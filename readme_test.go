@@ -43,7 +43,7 @@ func TestReadmeQuotesTheExample(t *testing.T) {
 	}
 	blocks := regexp.MustCompile("(?s)```tsx?\n(.*?)```").FindAllStringSubmatch(string(readme), -1)
 	if len(blocks) < 3 {
-		t.Fatalf("found %d TypeScript blocks in README.md; the test no longer sees them", len(blocks))
+		t.Fatalf("found %d TypeScript blocks in README.md, want at least 3: the test no longer sees them", len(blocks))
 	}
 	for _, m := range blocks {
 		block := m[1]
@@ -51,7 +51,7 @@ func TestReadmeQuotesTheExample(t *testing.T) {
 		if name, ok := strings.CutPrefix(first, "// "); ok {
 			if src, ok := sources[filepath.Join(root, name)]; ok {
 				if strings.TrimSpace(rest) != strings.TrimSpace(src) {
-					t.Errorf("README.md quotes %s as a whole file, and it differs from %s", name, filepath.Join(root, name))
+					t.Errorf("README.md quotes %s as a whole file, and it differs from %s; want them the same", name, filepath.Join(root, name))
 				}
 				continue
 			}
@@ -61,7 +61,7 @@ func TestReadmeQuotesTheExample(t *testing.T) {
 			found = found || strings.Contains(unindented(src), unindented(block))
 		}
 		if !found {
-			t.Errorf("README.md has a TypeScript block found in no file of %s:\n%s", root, first)
+			t.Errorf("README.md has a TypeScript block found in no file of %s, want each in one:\n%s", root, first)
 		}
 	}
 }

@@ -361,14 +361,6 @@ func unmarshalStrict(body []byte, dst any) error {
 	return nil
 }
 
-// Limits of the list query parameters. A list without a limit is one full
-// page, so that clients that never read the Link header see every task of
-// a list of up to maxLimit.
-const (
-	defaultLimit = maxLimit
-	maxLimit     = 500
-)
-
 // listParams are the query parameters of a list, each with the other names
 // that frontends written for other backends give it. A parameter whose name
 // starts with "_" (a cache buster) is ignored; any other is refused, so that
@@ -404,6 +396,42 @@ func listParam(q url.Values, name, alias string, translate func(string) string) 
 	return cmp.Or(v, a), nil
 }
 
+// isListParam reports whether name is one of listParams, by its own name or
+// its alias.
+func isListParam(name string) bool {
+	return slices.ContainsFunc(listParams, func(p struct{ name, alias string }) bool {
+		return name == p.name || name == p.alias
+	})
+}
+
+// unknownParam returns a parameter of q that known does not accept, and
+// whether there is one. A parameter whose name starts with "_" (a cache
+// buster) is ignored; any other is for the caller to refuse, so that a
+// parameter taskapi does not know is never silently dropped.
+func unknownParam(q url.Values, known func(name string) bool) (name string, ok bool) {
+	for name := range q {
+		if !strings.HasPrefix(name, "_") && !known(name) {
+			return name, true
+		}
+	}
+	return "", false
+}
+
+// parseLimit reads the limit parameter of a list or of /changes: def when
+// it is absent, else a whole number from 1 to maxLimit. ok is false for
+// any other value, which each route refuses in its own words.
+func parseLimit(q url.Values, def int) (limit int, ok bool) {
+	v := q.Get("limit")
+	if v == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxLimit {
+		return 0, false
+	}
+	return n, true
+}
+
 // parseListOptions reads the list query parameters, naming the one that has a
 // value it cannot use:
 //
@@ -417,14 +445,10 @@ func listParam(q url.Values, name, alias string, translate func(string) string) 
 // The default order is newest first for created and updated, ascending
 // otherwise. The cursor parameter is read by the caller.
 func parseListOptions(q url.Values) (ListOptions, error) {
-	for name := range q {
-		if !strings.HasPrefix(name, "_") && !slices.ContainsFunc(listParams, func(p struct{ name, alias string }) bool {
-			return name == p.name || name == p.alias
-		}) {
-			return ListOptions{}, badRequest("The query parameter %q is not one a list accepts; use %s.", truncate(name, 40), listParamNames())
-		}
+	if name, ok := unknownParam(q, isListParam); ok {
+		return ListOptions{}, badRequest("The query parameter %q is not one a list accepts; use %s.", truncate(name, 40), listParamNames())
 	}
-	opts := ListOptions{Sort: SortCreated, Limit: defaultLimit}
+	opts := ListOptions{Sort: SortCreated}
 	status, err := listParam(q, "status", "completed", func(v string) string {
 		switch v {
 		case "true":
@@ -474,13 +498,11 @@ func parseListOptions(q url.Values) (ListOptions, error) {
 	default:
 		return ListOptions{}, badRequest("The order (or sort_order) parameter must be asc or desc.")
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxLimit {
-			return ListOptions{}, badRequest("The limit parameter must be a whole number from 1 to %d.", maxLimit)
-		}
-		opts.Limit = n
+	limit, ok := parseLimit(q, defaultListLimit)
+	if !ok {
+		return ListOptions{}, badRequest("The limit parameter must be a whole number from 1 to %d.", maxLimit)
 	}
+	opts.Limit = limit
 	search, err := listParam(q, "q", "search", nil)
 	if err != nil {
 		return ListOptions{}, err

@@ -66,21 +66,21 @@ func TestValidation(t *testing.T) {
 			after := countTasks(t, e, tok)
 			if tt.wantStatus != 201 {
 				if after != before {
-					t.Errorf("a refused create changed the task count from %d to %d", before, after)
+					t.Errorf("a refused create changed the task count from %d to %d, want it unchanged", before, after)
 				}
 				p := res.problem(t)
 				var fields []string
 				for _, fe := range p.Errors {
 					fields = append(fields, fe.Field)
 					if fe.Message == "" {
-						t.Errorf("field %s has no message", fe.Field)
+						t.Errorf("field %s has no message, want one", fe.Field)
 					}
 				}
 				if !slices.Equal(fields, tt.wantFields) {
 					t.Errorf("invalid fields = %v, want %v (%s)", fields, tt.wantFields, res.Body)
 				}
 			} else if after != before+1 {
-				t.Errorf("task count %d → %d after a 201", before, after)
+				t.Errorf("task count %d → %d after a 201, want %d", before, after, before+1)
 			}
 		})
 	}
@@ -106,7 +106,7 @@ func TestUpdateValidation(t *testing.T) {
 	}
 	got := e.do("GET", path, tok, nil).task(t)
 	if got.Title != "keep" || got.Description == nil || *got.Description != "d" || !got.UpdatedAt.Equal(orig.UpdatedAt) {
-		t.Errorf("refused updates changed the task: %+v", got)
+		t.Errorf("refused updates changed the task: %+v, want it as it was", got)
 	}
 
 	for _, body := range []string{`{"completed":"yes"}`, `{"done":true}`, `{"completed":null}`} {
@@ -138,24 +138,24 @@ func FuzzTaskBody(f *testing.F) {
 		res := fe.do("POST", "/api/me/tasks", tok, body)
 		switch {
 		case res.Status >= 500:
-			t.Fatalf("create: %d for %q: %s", res.Status, body, res.Body)
+			t.Fatalf("create: %d for %q: %s; want below 500", res.Status, body, res.Body)
 		case res.Status == 201:
 			if n := countTasksIn(t, &fe, "fuzzer"); n != before+1 {
 				t.Fatalf("a 201 left %d tasks, want %d", n, before+1)
 			}
 		default:
 			if n := countTasksIn(t, &fe, "fuzzer"); n != before {
-				t.Fatalf("a refused create (%d) changed the task count %d → %d", res.Status, before, n)
+				t.Fatalf("a refused create (%d) changed the task count %d → %d, want it unchanged", res.Status, before, n)
 			}
 		}
 		current := fe.do("GET", "/api/me/tasks/"+victim.ID, tok, nil).task(t)
 		res = fe.do("PATCH", "/api/me/tasks/"+victim.ID, tok, body)
 		switch {
 		case res.Status >= 500:
-			t.Fatalf("update: %d for %q: %s", res.Status, body, res.Body)
+			t.Fatalf("update: %d for %q: %s; want below 500", res.Status, body, res.Body)
 		case res.Status != 200:
 			if after := fe.do("GET", "/api/me/tasks/"+victim.ID, tok, nil).task(t); after.Version != current.Version {
-				t.Fatalf("a refused update (%d) changed the task", res.Status)
+				t.Fatalf("a refused update (%d) changed the task: version %d, want %d", res.Status, after.Version, current.Version)
 			}
 		}
 	})
@@ -183,7 +183,7 @@ func FuzzListQuery(f *testing.F) {
 		}
 		res := fe.do("GET", "/api/me/tasks?"+query, tok, nil)
 		if res.Status >= 500 {
-			t.Fatalf("?%s: %d %s", query, res.Status, res.Body)
+			t.Fatalf("?%s: %d %s; want below 500", query, res.Status, res.Body)
 		}
 	})
 }
@@ -218,7 +218,7 @@ func TestHugeTagListsAreCheap(t *testing.T) {
 	} {
 		body := mustJSON(map[string]any{"title": "t", "tags": c.tags})
 		if len(body) > maxBodyBytes {
-			t.Fatalf("%s: body of %d bytes is over the limit", c.name, len(body))
+			t.Fatalf("%s: body of %d bytes, want at most %d", c.name, len(body), maxBodyBytes)
 		}
 		res := e.do("POST", "/api/me/tasks", tok, body)
 		p := res.problem(t)
@@ -228,7 +228,7 @@ func TestHugeTagListsAreCheap(t *testing.T) {
 		}
 	}
 	if n := countTasks(t, e, tok); n != 0 {
-		t.Errorf("%d tasks made by refused requests", n)
+		t.Errorf("%d tasks made by refused requests, want 0", n)
 	}
 }
 
@@ -312,7 +312,7 @@ func TestAcceptedInputIsValidEverywhere(t *testing.T) {
 	for _, due := range []string{"9999-12-31T23:59:59.999999Z", "0001-01-01T00:00:00Z", "2026-06-01T12:00:00Z"} {
 		res := e.do("POST", "/api/me/tasks", dates, `{"title":"`+due+`","due_date":"`+due+`"}`)
 		if res.Status != 201 || res.task(t).DueDate.Format(time.RFC3339Nano) != due {
-			t.Errorf("due_date %s: %d %s", due, res.Status, res.Body)
+			t.Errorf("due_date %s: %d %s, want 201 with the same due_date", due, res.Status, res.Body)
 		}
 	}
 	for _, order := range []string{"asc", "desc"} {
@@ -327,7 +327,7 @@ func TestAcceptedInputIsValidEverywhere(t *testing.T) {
 	}
 	for _, due := range []string{"10000-01-01 00:00:00+00", "0001-12-31 23:00:00+00 BC"} {
 		if _, err := e.db.Exec(`INSERT INTO tasks (user_id, title, due_date) VALUES ('db', 'x', $1::timestamptz)`, due); err == nil {
-			t.Errorf("the database accepted due_date %s", due)
+			t.Errorf("the database accepted due_date %s, want it refused", due)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 // This file is the Store: the task and account types, the store's errors,
-// and every statement that reads or writes them. Lists are in list.go, the
-// pool and the schema in db.go.
+// and the statements that read and write tasks and accounts. Lists are in
+// list.go, the history of changes in changes.go, Idempotency-Keys in
+// idempotency.go, the pool and the schema in db.go.
 
 package main
 

@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -33,7 +37,7 @@ func TestUserRowKeptCurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	if email, name, _ := user(); email != "ada@example.com" || name != "Ada" {
-		t.Errorf("after first create: %q %q", email, name)
+		t.Errorf("after first create: %q %q, want \"ada@example.com\" \"Ada\"", email, name)
 	}
 	// A token without profile claims erases nothing and rewrites nothing.
 	_, _, before := user()
@@ -41,14 +45,14 @@ func TestUserRowKeptCurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	if email, name, after := user(); email != "ada@example.com" || name != "Ada" || !after.Equal(before) {
-		t.Errorf("after a write without claims: %q %q, updated_at %v → %v", email, name, before, after)
+		t.Errorf("after a write without claims: %q %q, updated_at %v → %v; want all unchanged", email, name, before, after)
 	}
 	// A changed email is picked up by the next write.
 	if _, err := store.UpdateTask(ctx, User{ID: "ada", Email: "ada@new.example.com"}, task.ID, TaskPatch{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if email, name, _ := user(); email != "ada@new.example.com" || name != "Ada" {
-		t.Errorf("after an email change: %q %q", email, name)
+		t.Errorf("after an email change: %q %q, want \"ada@new.example.com\" \"Ada\"", email, name)
 	}
 	// Deleting the user deletes their tasks.
 	if _, err := db.Exec("DELETE FROM users WHERE id = 'ada'"); err != nil {
@@ -84,13 +88,13 @@ func TestConstraintsMirrorValidation(t *testing.T) {
 		{"user id over the limit", "INSERT INTO users (id) VALUES ($1)", []any{strings.Repeat("u", maxUserID+1)}},
 	} {
 		if _, err := db.Exec(tc.sql, tc.args...); err == nil {
-			t.Errorf("%s: the database accepted it", tc.name)
+			t.Errorf("%s: the database accepted it, want it refused", tc.name)
 		}
 	}
 	// And the limits themselves are accepted.
 	if _, err := db.Exec("INSERT INTO tasks (user_id, title, description, tags) VALUES ('c', $1, $2, $3)",
 		strings.Repeat("😀", maxTitle), strings.Repeat("x", maxDescription), numberedTags(maxTags)); err != nil {
-		t.Errorf("the limits themselves: %v", err)
+		t.Errorf("the limits themselves: %v, want them accepted", err)
 	}
 }
 
@@ -114,5 +118,180 @@ func TestStoreErrors(t *testing.T) {
 	_, err = db.ExecContext(ctx2, "SELECT pg_sleep(1)")
 	if err = dbError("sleep", err); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("timed-out statement: %v, want ErrUnavailable", err)
+	}
+}
+
+// roundTripCounter counts the messages a pool sends to PostgreSQL: the
+// driver writes everything one exchange needs at once and then waits for the
+// answer, so each write is one round trip.
+type roundTripCounter struct{ n atomic.Int64 }
+
+// dial opens a connection whose writes count toward c.
+func (c *roundTripCounter) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: conn, n: &c.n}, nil
+}
+
+// countingConn is a connection that counts its writes in n.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+// Write counts one write and makes it.
+func (c *countingConn) Write(b []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(b)
+}
+
+// TestRoundTripBudget holds every route to its budget of database round
+// trips, counted at the socket, once the pool's statements are prepared.
+func TestRoundTripBudget(t *testing.T) {
+	t.Parallel()
+	var counter roundTripCounter
+	db, _ := newTestDB(t, func(c *dbConfig) {
+		c.DialFunc = counter.dial
+		c.MaxOpenConns, c.MaxIdleConns = 1, 1 // one connection: every statement is prepared once
+	})
+	e := newTestEnvOn(t, db, nil)
+	tok := e.token("budget")
+	seed := e.do("POST", "/api/me/tasks", tok, `{"title":"seed","tags":["a"]}`).task(t)
+
+	type call struct {
+		name, method, path, body string
+		headers                  map[string]string
+		want                     int64
+	}
+	var n int
+	fresh := func() string { // a new task for routes that delete
+		n++
+		return e.do("POST", "/api/me/tasks", tok, fmt.Sprintf(`{"title":"victim %d"}`, n)).task(t).ID
+	}
+	calls := []call{
+		{"list", "GET", "/api/me/tasks?limit=20", "", nil, 1},
+		{"list with filters", "GET", "/api/me/tasks?limit=20&sort=due_date&status=pending&tag=a&q=se", "", nil, 1},
+		{"list, next page", "GET", "", "", nil, 1},
+		{"get", "GET", "/api/me/tasks/" + seed.ID, "", nil, 1},
+		{"get, not modified", "GET", "/api/me/tasks/" + seed.ID, "", map[string]string{"If-None-Match": "*"}, 1},
+		{"create", "POST", "/api/me/tasks", `{"title":"new"}`, nil, 1},
+		{"create with a key", "POST", "/api/me/tasks", `{"title":"keyed"}`, map[string]string{"Idempotency-Key": "KEY"}, 1},
+		{"update", "PATCH", "/api/me/tasks/" + seed.ID, `{"title":"changed"}`, nil, 1},
+		{"update with If-Match", "PUT", "/api/me/tasks/" + seed.ID, `{"title":"changed"}`, map[string]string{"If-Match": "*"}, 1},
+		{"complete", "PATCH", "/api/me/tasks/" + seed.ID + "/complete", ``, nil, 1},
+		{"delete", "DELETE", "/api/me/tasks/VICTIM", "", nil, 1},
+		{"stats", "GET", "/api/me/tasks/stats", "", nil, 1},
+		{"account", "GET", "/api/me", "", nil, 1},
+		{"readiness", "GET", "/readyz", "", nil, 1},
+		{"health", "GET", "/healthz", "", nil, 0},
+		{"bad token", "GET", "/api/me/tasks", "", map[string]string{"Authorization": "Bearer x.y.z"}, 0},
+		{"invalid body", "POST", "/api/me/tasks", `{"title":""}`, nil, 0},
+		{"malformed id", "GET", "/api/me/tasks/nope", "", nil, 0},
+	}
+	e.do("POST", "/api/me/tasks", tok, `{"title":"second"}`)
+	next := nextLink(t, e.do("GET", "/api/me/tasks?limit=1", tok, nil).Header)
+	for _, c := range calls {
+		path := c.path
+		switch {
+		case c.name == "list, next page":
+			path = next
+		case c.name == "create with a key":
+			c.headers = map[string]string{"Idempotency-Key": fmt.Sprint("key-", time.Now().UnixNano())}
+		}
+		for round := range 3 { // the first rounds prepare statements on the connection
+			p := path
+			if c.name == "delete" {
+				p = "/api/me/tasks/" + fresh()
+			}
+			headers := map[string]string{}
+			for k, v := range c.headers {
+				headers[k] = v
+			}
+			if c.name == "create with a key" {
+				headers["Idempotency-Key"] = fmt.Sprint("key-", round)
+			}
+			before := counter.n.Load()
+			res := e.doWith(c.method, p, tok, headers, c.body)
+			got := counter.n.Load() - before
+			if res.Status >= 500 || (c.want > 0 && res.Status >= 400) {
+				t.Fatalf("%s: status %d %s; want below 500, and below 400 where the route reaches the database", c.name, res.Status, res.Body)
+			}
+			if round == 2 && got != c.want {
+				t.Errorf("%s: %d round trips, want %d", c.name, got, c.want)
+			}
+		}
+	}
+
+	// A pooled connection that sat idle for a while is not pinged before use:
+	// a quiet service still pays one round trip per request.
+	time.Sleep(1500 * time.Millisecond)
+	before := counter.n.Load()
+	e.do("GET", "/api/me/tasks/"+seed.ID, tok, nil)
+	if got := counter.n.Load() - before; got != 1 {
+		t.Errorf("get after 1.5 s idle: %d round trips, want 1", got)
+	}
+}
+
+// TestCancelledRequestKeepsConnection cancels a request's context while its
+// statement waits for a row lock. The statement still finishes once the
+// lock is released, and the pool keeps its connection: stopping the
+// statement midway would have made the driver close it, and the next
+// request pay for a new one (for Neon, a TLS handshake).
+func TestCancelledRequestKeepsConnection(t *testing.T) {
+	t.Parallel()
+	var dials atomic.Int64
+	db, url := newTestDB(t, func(c *dbConfig) {
+		c.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}
+		c.MaxOpenConns, c.MaxIdleConns = 1, 1
+	})
+	store := NewStore(db, 5*time.Second, testTaskQuota)
+	ctx := context.Background()
+	u := User{ID: "leaver"}
+	task, err := store.CreateTask(ctx, u, NewTask{Title: "locked", Priority: "low"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	other, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	lock, err := other.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback()
+	if _, err := lock.ExecContext(ctx, `SELECT FROM tasks WHERE id = $1 FOR UPDATE`, task.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	reqCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		title := "renamed"
+		_, err := store.UpdateTask(reqCtx, u, task.ID, TaskPatch{Title: &title}, nil)
+		done <- err
+	}()
+	waitForBlocked(t, other, lock)
+	cancel() // the client goes away
+	time.Sleep(50 * time.Millisecond)
+	if err := lock.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("update whose client left: %v; want it finished", err)
+	}
+	got, err := store.GetTask(ctx, u.ID, task.ID)
+	if err != nil || got.Title != "renamed" {
+		t.Errorf("after: %+v, %v; want the title \"renamed\"", got, err)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Errorf("the pool opened %d connections; want 1, kept throughout", n)
 	}
 }

@@ -99,7 +99,7 @@ func TestConnectionLimit(t *testing.T) {
 
 	for i := range 6 { // twice the limit of idle keep-alive connections
 		if err := get("/"); err != nil {
-			t.Fatalf("client %d: %v", i, err)
+			t.Fatalf("client %d: %v, want no error", i, err)
 		}
 	}
 
@@ -113,26 +113,16 @@ func TestConnectionLimit(t *testing.T) {
 	go func() { fourth <- get("/") }()
 	select {
 	case err := <-fourth:
-		t.Fatalf("a fourth client was served while three requests held every place (%v)", err)
+		t.Fatalf("a fourth client was served while three requests held every place (%v), want it to wait", err)
 	case <-time.After(300 * time.Millisecond):
 	}
 	close(release)
 	wg.Wait()
 	if err := <-fourth; err != nil {
-		t.Errorf("the fourth client, once a place was free: %v", err)
+		t.Errorf("the fourth client, once a place was free: %v, want no error", err)
 	}
 	if _, most := counted.counts(); most > 3 {
 		t.Errorf("%d connections were open at once, want at most 3", most)
-	}
-}
-
-// waitFor polls cond for up to 10 s.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out waiting")
-		}
 	}
 }
 

@@ -1,6 +1,6 @@
 //go:build !unix
 
-// This file holds listen.go's stand-in for systems without an open-file
+// This file holds connlimit.go's stand-in for systems without an open-file
 // limit to read.
 
 package main

@@ -1,6 +1,6 @@
 //go:build unix
 
-// This file holds the Unix side of listen.go: the open-file limit.
+// This file holds the Unix side of connlimit.go: the open-file limit.
 
 package main
 
