@@ -1,29 +1,22 @@
 // This file is the tests' shared kit: the throwaway PostgreSQL and a schema
 // per test; taskapi run inside the test or as a process of its own; a
 // running API with its requests and responses; the tokens, keys and JWKS
-// servers the auth tests sign with; seeded tasks and paged lists; and a
-// running API with live updates, with the event streams its clients read.
+// servers the auth tests sign with (in helpers_auth_test.go); seeded tasks and
+// paged lists; and a running API with live updates, with the event streams
+// its clients read (in helpers_live_test.go).
 
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"database/sql"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -31,15 +24,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/golang-jwt/jwt/v5"
 )
 
 // testDatabaseURL points at the PostgreSQL server the tests use: the one
@@ -509,154 +497,6 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// authBaseURL stands for Better Auth's base URL: the iss and aud of its tokens.
-const authBaseURL = "https://auth.example.com"
-
-// signingKey is a private key with its kid and algorithm.
-type signingKey struct {
-	kid    string
-	method jwt.SigningMethod
-	priv   crypto.Signer
-}
-
-func newEd25519Key(t testing.TB, kid string) signingKey {
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return signingKey{kid, jwt.SigningMethodEdDSA, priv}
-}
-
-func newES256Key(t *testing.T, kid string) signingKey {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return signingKey{kid, jwt.SigningMethodES256, priv}
-}
-
-func newRS256Key(t *testing.T, kid string) signingKey {
-	priv, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return signingKey{kid, jwt.SigningMethodRS256, priv}
-}
-
-// jwk returns the public half of k as a JWK, the way Better Auth publishes it.
-func (k signingKey) jwk(t testing.TB) map[string]string {
-	b64 := base64.RawURLEncoding.EncodeToString
-	j := map[string]string{"kid": k.kid, "alg": k.method.Alg()}
-	switch pub := k.priv.Public().(type) {
-	case ed25519.PublicKey:
-		j["kty"], j["crv"], j["x"] = "OKP", "Ed25519", b64(pub)
-	case *ecdsa.PublicKey:
-		point, err := pub.Bytes()
-		if err != nil {
-			t.Fatal(err)
-		}
-		j["kty"], j["crv"], j["x"], j["y"] = "EC", "P-256", b64(point[1:33]), b64(point[33:])
-	case *rsa.PublicKey:
-		j["kty"], j["n"], j["e"] = "RSA", b64(pub.N.Bytes()), b64(big.NewInt(int64(pub.E)).Bytes())
-	}
-	return j
-}
-
-// sign returns a token signed by k with claims, setting k's kid.
-func (k signingKey) sign(t testing.TB, claims jwt.MapClaims) string {
-	tok := jwt.NewWithClaims(k.method, claims)
-	tok.Header["kid"] = k.kid
-	s, err := tok.SignedString(k.priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// betterAuthClaims are the claims of a Better Auth JWT for user id.
-func betterAuthClaims(id string) jwt.MapClaims {
-	return betterAuthClaimsAt(id, time.Now())
-}
-
-// betterAuthClaimsAt is betterAuthClaims for a token issued at now.
-func betterAuthClaimsAt(id string, now time.Time) jwt.MapClaims {
-	return jwt.MapClaims{"sub": id, "iss": authBaseURL, "aud": authBaseURL, "iat": now.Unix(),
-		"exp": now.Add(15 * time.Minute).Unix(), "email": id + "@example.com", "name": "User " + id}
-}
-
-// jwksServer serves a JWKS that a test can change, and counts fetches.
-type jwksServer struct {
-	*httptest.Server
-	mu      sync.Mutex
-	keys    []map[string]string
-	fetches atomic.Int32
-	status  atomic.Int32 // when not 0, answer with this status instead
-	hold    atomic.Value // a chan struct{}: when set, answers wait until it is closed
-}
-
-func newJWKSServer(t testing.TB, keys ...map[string]string) *jwksServer {
-	s := &jwksServer{keys: keys}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.fetches.Add(1)
-		if hold, ok := s.hold.Load().(chan struct{}); ok {
-			<-hold
-		}
-		if code := s.status.Load(); code != 0 {
-			w.WriteHeader(int(code))
-			return
-		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"keys": s.keys})
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
-func (s *jwksServer) setKeys(keys ...map[string]string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.keys = keys
-}
-
-// fakeClock is a settable clock for the key set's refetch limits.
-type fakeClock struct{ ns atomic.Int64 }
-
-func (c *fakeClock) now() time.Time { return time.Unix(0, c.ns.Load()) }
-
-func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
-
-func newFakeClock() *fakeClock { c := &fakeClock{}; c.ns.Store(time.Now().UnixNano()); return c }
-
-func (e *testEnv) useClock(c *fakeClock) { e.verifier.keys.now, e.verifier.now = c.now, c.now }
-
-func jwksConfig(url string) *VerifierConfig {
-	return &VerifierConfig{
-		Secret:     testSecret,
-		JWKSURL:    url,
-		JWKSIssuer: authBaseURL, JWKSAudience: authBaseURL,
-		Client: &http.Client{Timeout: 500 * time.Millisecond},
-	}
-}
-
-// signWithKid signs claims with k but names another kid.
-func signWithKid(t testing.TB, k signingKey, kid string, claims jwt.MapClaims) string {
-	return signWithHeader(t, k, "kid", kid, claims)
-}
-
-// signWithHeader signs claims with k and sets one more header.
-func signWithHeader(t testing.TB, k signingKey, name, value string, claims jwt.MapClaims) string {
-	tok := jwt.NewWithClaims(k.method, claims)
-	tok.Header["kid"] = k.kid
-	tok.Header[name] = value
-	s, err := tok.SignedString(k.priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
@@ -805,173 +645,4 @@ func seedVaried(t *testing.T, e *testEnv, tok string, n int) []Task {
 		out = append(out, res.task(t))
 	}
 	return out
-}
-
-// testEventsConfig is the hub configuration of the tests, with a short
-// heartbeat.
-func testEventsConfig() eventsConfig {
-	return eventsConfig{Heartbeat: 200 * time.Millisecond, PerUser: 10, MaxStreams: 100, Buffer: 64,
-		WriteTimeout: 2 * time.Second, Retention: 24 * time.Hour}
-}
-
-// liveEnv is a running API with live updates over a test database.
-type liveEnv struct {
-	*testEnv
-	hub       *eventHub
-	listenApp string // the application_name of the hub's LISTEN connection
-}
-
-// newLiveEnv starts the API with a hub listening on the test database.
-func newLiveEnv(t *testing.T, cfg eventsConfig) *liveEnv {
-	t.Helper()
-	db, url := newTestDB(t)
-	logs := &syncBuffer{}
-	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	store := NewStore(db, 5*time.Second, testTaskQuota)
-	verifier := NewVerifier(VerifierConfig{Secret: testSecret}, logger)
-	hub := newEventHub(cfg, newTicketCodec([]byte("test events key")))
-	app := "listen_" + strings.ToLower(rand.Text())[:12]
-	if err := hub.listen(context.Background(), withParam(testListenURL(url), "application_name", app), logger); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(newServer(logger, "test", store, verifier, guards{}, newCursorCodec([]byte("k")), nil, hub))
-	t.Cleanup(srv.Close)
-	t.Cleanup(hub.close) // runs first: streams end, so that srv.Close does not wait for them
-	return &liveEnv{testEnv: &testEnv{t: t, srv: srv, db: db, store: store, verifier: verifier, logs: logs, secret: testSecret},
-		hub: hub, listenApp: app}
-}
-
-// sseEvent is one server-sent event as a client reads it.
-type sseEvent struct {
-	ID    int64
-	Event string
-	Data  string
-}
-
-// sseStream reads the events of one stream in the background.
-type sseStream struct {
-	t      testing.TB
-	resp   *http.Response
-	events chan sseEvent
-	pings  chan struct{}
-	ended  chan struct{} // closed when the server ends the stream
-	err    error         // why reading ended, nil for a proper end; set before ended is closed
-}
-
-// openStream opens GET path with the token (if any) and headers, and
-// fails the test unless it is a 200 event stream.
-func openStream(t testing.TB, base, path, token string, headers map[string]string) *sseStream {
-	t.Helper()
-	resp, status := dialStream(t, base, path, token, headers)
-	if status != http.StatusOK {
-		t.Fatalf("GET %s: status %d, want 200", path, status)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
-		t.Fatalf("GET %s: Content-Type %q, want text/event-stream", path, ct)
-	}
-	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
-		t.Errorf("GET %s: Cache-Control %q, want no-store", path, cc)
-	}
-	if resp.Header.Get("X-Request-ID") == "" || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
-		t.Errorf("GET %s: the headers every answer has are missing: %v; want an X-Request-ID and X-Content-Type-Options: nosniff", path, resp.Header)
-	}
-	if !slices.Equal(resp.TransferEncoding, []string{"chunked"}) {
-		t.Errorf("GET %s: Transfer-Encoding %v, want chunked", path, resp.TransferEncoding)
-	}
-	s := &sseStream{t: t, resp: resp, events: make(chan sseEvent, 10_000), pings: make(chan struct{}, 10_000), ended: make(chan struct{})}
-	t.Cleanup(func() { resp.Body.Close() })
-	go func() {
-		defer close(s.ended)
-		sc := bufio.NewScanner(resp.Body)
-		defer func() { s.err = sc.Err() }()
-		var ev sseEvent
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case line == "":
-				if ev.Event != "" {
-					s.events <- ev
-				}
-				ev = sseEvent{}
-			case line == ": ping":
-				s.pings <- struct{}{}
-			case strings.HasPrefix(line, "id: "):
-				ev.ID, _ = strconv.ParseInt(line[4:], 10, 64)
-			case strings.HasPrefix(line, "event: "):
-				ev.Event = line[7:]
-			case strings.HasPrefix(line, "data: "):
-				ev.Data = line[6:]
-			}
-		}
-	}()
-	return s
-}
-
-// dialStream sends the request of a stream and returns the response, whose
-// body is left open, and its status.
-func dialStream(t testing.TB, base, path, token string, headers map[string]string) (*http.Response, int) {
-	t.Helper()
-	req, err := http.NewRequest("GET", base+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-	}
-	return resp, resp.StatusCode
-}
-
-// next returns the next event, failing the test after a wait.
-func (s *sseStream) next() sseEvent {
-	s.t.Helper()
-	select {
-	case ev := <-s.events:
-		return ev
-	case <-s.ended:
-		select {
-		case ev := <-s.events:
-			return ev
-		default:
-		}
-		s.t.Fatal("the stream ended while an event was expected")
-	case <-time.After(15 * time.Second):
-		s.t.Fatal("no event within 15 s")
-	}
-	return sseEvent{}
-}
-
-// quiet fails the test if an event arrives within d.
-func (s *sseStream) quiet(d time.Duration) {
-	s.t.Helper()
-	select {
-	case ev := <-s.events:
-		s.t.Errorf("unexpected event %+v", ev)
-	case <-time.After(d):
-	}
-}
-
-// close ends the stream from the client's side.
-func (s *sseStream) close() { s.resp.Body.Close() }
-
-// waitEnded fails the test unless the server ends the stream within d.
-func (s *sseStream) waitEnded(d time.Duration) {
-	s.t.Helper()
-	select {
-	case <-s.ended:
-		if s.err != nil {
-			s.t.Errorf("the stream ended without its last chunk: %v, want a clean end", s.err)
-		}
-	case <-time.After(d):
-		s.t.Fatalf("the stream was still open after %v, want it ended", d)
-	}
 }
