@@ -373,9 +373,9 @@ func (s *sseWriter) close() {
 // an EventSource sends when it reconnects, or else ?since=. resume is false
 // when neither is given.
 func parseSince(r *http.Request) (since int64, resume bool, err error) {
-	v, name := r.Header.Get("Last-Event-ID"), "Last-Event-ID"
+	v, name := r.Header.Get("Last-Event-ID"), "The Last-Event-ID header"
 	if v == "" {
-		v, name = r.URL.Query().Get("since"), "since"
+		v, name = r.URL.Query().Get("since"), "The since parameter"
 	}
 	if v == "" {
 		return 0, false, nil
@@ -406,9 +406,9 @@ func handleChanges(logger *slog.Logger, store *Store, bufs *bodyBuffers) http.Ha
 			writeError(w, r, logger, err)
 			return
 		}
-		limit, ok := parseLimit(q, defaultChangesLimit)
-		if !ok {
-			writeError(w, r, logger, badRequest("limit must be a whole number from 1 to %d.", maxLimit))
+		limit, err := parseLimit(q, defaultChangesLimit)
+		if err != nil {
+			writeError(w, r, logger, err)
 			return
 		}
 		changes, reload, err := store.Changes(r.Context(), u.ID, since, limit)

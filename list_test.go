@@ -261,7 +261,8 @@ func TestListFiltersAndSorting(t *testing.T) {
 			{"sort_by=created_at&sort_order=asc", []string{"buy milk", "bake bread", "call mum"}},
 			{"sort_by=updated_at&sort_order=asc", []string{"bake bread", "call mum", "buy milk"}}, // milk was toggled last
 			{"sort_by=priority", []string{"buy milk", "call mum", "bake bread"}},
-			{"sort_by=due_date&sort=due_date&limit=1", []string{"call mum"}}, // the others tie, without a due date
+			{"sort_by=due_date&sort=due_date&limit=1", []string{"call mum"}},                                             // the others tie, without a due date
+			{"sort=created&sort_by=created_at&order=ASC&sort_order=asc", []string{"buy milk", "bake bread", "call mum"}}, // two spellings that agree
 			{"completed=true", []string{"bake bread"}},
 			{"completed=false&sort=title", []string{"buy milk", "call mum"}},
 			{"completed=true&status=completed", []string{"bake bread"}},

@@ -383,12 +383,15 @@ func listParamNames() string {
 }
 
 // listParam returns the value of the list parameter name, given under its
-// own name or its alias (whose value alias translates to the name's). Both
-// at once must agree.
-func listParam(q url.Values, name, alias string, translate func(string) string) (string, error) {
+// own name or its alias (whose value translate turns into the name's), in
+// the form norm gives both (nil: as sent). Both at once must agree.
+func listParam(q url.Values, name, alias string, translate, norm func(string) string) (string, error) {
 	v, a := q.Get(name), q.Get(alias)
 	if a != "" && translate != nil {
 		a = translate(a)
+	}
+	if norm != nil {
+		v, a = norm(v), norm(a)
 	}
 	if v != "" && a != "" && v != a {
 		return "", badRequest("The %s and %s parameters say different things; send only one of them.", name, alias)
@@ -418,18 +421,18 @@ func unknownParam(q url.Values, known func(name string) bool) (name string, ok b
 }
 
 // parseLimit reads the limit parameter of a list or of /changes: def when
-// it is absent, else a whole number from 1 to maxLimit. ok is false for
-// any other value, which each route refuses in its own words.
-func parseLimit(q url.Values, def int) (limit int, ok bool) {
+// it is absent, else a whole number from 1 to maxLimit; any other value is
+// a 400.
+func parseLimit(q url.Values, def int) (int, error) {
 	v := q.Get("limit")
 	if v == "" {
-		return def, true
+		return def, nil
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 || n > maxLimit {
-		return 0, false
+		return 0, badRequest("The limit parameter must be a whole number from 1 to %d.", maxLimit)
 	}
-	return n, true
+	return n, nil
 }
 
 // parseListOptions reads the list query parameters, naming the one that has a
@@ -457,7 +460,7 @@ func parseListOptions(q url.Values) (ListOptions, error) {
 			return "pending"
 		}
 		return "completed=" + v // never valid: refused below
-	})
+	}, nil)
 	if err != nil {
 		return ListOptions{}, err
 	}
@@ -469,28 +472,30 @@ func parseListOptions(q url.Values) (ListOptions, error) {
 	default:
 		return ListOptions{}, badRequest("The status parameter must be all, pending or completed (or completed=true or false).")
 	}
-	sortName, err := listParam(q, "sort", "sort_by", nil)
+	sortName, err := listParam(q, "sort", "sort_by", nil, func(v string) string {
+		switch v { // the column names, as other backends take them
+		case "created_at":
+			return string(SortCreated)
+		case "updated_at":
+			return string(SortUpdated)
+		}
+		return v
+	})
 	if err != nil {
 		return ListOptions{}, err
 	}
 	if sortName != "" {
-		switch sortName { // the column names, as other backends take them
-		case "created_at":
-			sortName = string(SortCreated)
-		case "updated_at":
-			sortName = string(SortUpdated)
-		}
 		sort, ok := ParseSort(sortName)
 		if !ok {
 			return ListOptions{}, badRequest("The sort (or sort_by) parameter must be created, updated, title, due_date or priority.")
 		}
 		opts.Sort = sort
 	}
-	order, err := listParam(q, "order", "sort_order", nil)
+	order, err := listParam(q, "order", "sort_order", nil, strings.ToLower)
 	if err != nil {
 		return ListOptions{}, err
 	}
-	switch order = strings.ToLower(order); order {
+	switch order {
 	case "":
 		opts.Desc = opts.Sort == SortCreated || opts.Sort == SortUpdated // newest first
 	case "asc", "desc":
@@ -498,12 +503,12 @@ func parseListOptions(q url.Values) (ListOptions, error) {
 	default:
 		return ListOptions{}, badRequest("The order (or sort_order) parameter must be asc or desc.")
 	}
-	limit, ok := parseLimit(q, defaultListLimit)
-	if !ok {
-		return ListOptions{}, badRequest("The limit parameter must be a whole number from 1 to %d.", maxLimit)
+	limit, err := parseLimit(q, defaultListLimit)
+	if err != nil {
+		return ListOptions{}, err
 	}
 	opts.Limit = limit
-	search, err := listParam(q, "q", "search", nil)
+	search, err := listParam(q, "q", "search", nil, nil)
 	if err != nil {
 		return ListOptions{}, err
 	}
