@@ -180,7 +180,7 @@ func handleTaskStats(logger *slog.Logger, store *Store) http.Handler {
 // form is refused, so that no list is wiped by accident.
 func handleTaskDeleteCompleted(logger *slog.Logger, store *Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if q := r.URL.Query(); len(q) != 1 || len(q["status"]) != 1 || q.Get("status") != "completed" {
+		if !asksForCompleted(r.URL.Query()) {
 			writeError(w, r, logger, badRequest("Only completed tasks can be deleted in bulk: DELETE /api/{user_id}/tasks?status=completed."))
 			return
 		}

@@ -420,6 +420,23 @@ func unknownParam(q url.Values, known func(name string) bool) (name string, ok b
 	return "", false
 }
 
+// asksForCompleted reports whether q names the completed tasks, as the bulk
+// delete requires: status=completed, or completed=true as frontends written
+// for other backends say it; cache busters (_...) aside, nothing else.
+func asksForCompleted(q url.Values) bool {
+	named := false
+	for name, values := range q {
+		switch {
+		case strings.HasPrefix(name, "_"):
+		case len(values) == 1 && (name == "status" && values[0] == "completed" || name == "completed" && values[0] == "true"):
+			named = true
+		default:
+			return false
+		}
+	}
+	return named
+}
+
 // parseLimit reads the limit parameter of a list or of /changes: def when
 // it is absent, else a whole number from 1 to maxLimit; any other value is
 // a 400.
