@@ -1,8 +1,11 @@
 // This file encodes tasks and changes as JSON by hand. It replaces
 // encoding/json for the task and list responses, byte for byte
-// (FuzzAppendTask compares the two); see appendTask for what it buys. The
-// changes of GET /api/{user_id}/changes and the data of the event stream are
-// written with the same pieces.
+// (FuzzAppendTask compares the two). What it buys: a list of 20 tasks
+// encodes in 5 µs without allocating, against 27 µs and 52 allocations, and
+// a list at 32 connections serves 1.2 times the requests of an
+// encoding/json build (README, Performance). The changes of
+// GET /api/{user_id}/changes and the data of the event stream are written
+// with the same pieces.
 
 package main
 
