@@ -403,7 +403,7 @@ func listParam(q url.Values, name, alias string, translate, norm func(string) st
 // its alias.
 func isListParam(name string) bool {
 	return slices.ContainsFunc(listParams, func(p struct{ name, alias string }) bool {
-		return name == p.name || name == p.alias
+		return name == p.name || p.alias != "" && name == p.alias
 	})
 }
 
