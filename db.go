@@ -77,25 +77,18 @@ func defaultPoolSize(url string) int {
 	if err != nil {
 		return localPoolSize // openDB reports the error
 	}
-	for _, host := range append([]string{cfg.Host}, fallbackHosts(cfg)...) {
-		if !(strings.HasPrefix(host, "/") || host == "localhost" || isLoopback(host)) {
+	hosts := []string{cfg.Host}
+	for _, f := range cfg.Fallbacks { // the other hosts of a multi-host URL
+		hosts = append(hosts, f.Host)
+	}
+	for _, host := range hosts {
+		ip, err := netip.ParseAddr(host)
+		local := strings.HasPrefix(host, "/") || host == "localhost" || err == nil && ip.IsLoopback()
+		if !local {
 			return remotePoolSize
 		}
 	}
 	return localPoolSize
-}
-
-func fallbackHosts(cfg *pgconn.Config) []string {
-	var hosts []string
-	for _, f := range cfg.Fallbacks {
-		hosts = append(hosts, f.Host)
-	}
-	return hosts
-}
-
-func isLoopback(host string) bool {
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }
 
 // openDB opens a pool to the database at cfg.URL and waits until it answers,
