@@ -295,3 +295,77 @@ func TestCancelledRequestKeepsConnection(t *testing.T) {
 		t.Errorf("the pool opened %d connections; want 1, kept throughout", n)
 	}
 }
+
+// TestStoreTimeoutBoundsEveryStatement runs without a statement_timeout on
+// the server, as behind a pooler that refuses it: the store's own timeout
+// still ends a statement that waits for a lock, and a wait for a pooled
+// connection, each as ErrUnavailable soon after the timeout; and the pool
+// serves again afterwards.
+func TestStoreTimeoutBoundsEveryStatement(t *testing.T) {
+	t.Parallel()
+	db, url := newTestDB(t, func(c *dbConfig) { c.MaxOpenConns, c.MaxIdleConns = 1, 1 })
+	const holdFor, waitFor = time.Second, 200 * time.Millisecond
+	holder := NewStore(db, holdFor, testTaskQuota)
+	waiter := NewStore(db, waitFor, testTaskQuota)
+	ctx := context.Background()
+	u := User{ID: "bounded"}
+	task, err := holder.CreateTask(ctx, u, NewTask{Title: "locked", Priority: "low"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	other, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	lock, err := other.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback()
+	if _, err := lock.ExecContext(ctx, `SELECT FROM tasks WHERE id = $1 FOR UPDATE`, task.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	type outcome struct {
+		err     error
+		elapsed time.Duration
+	}
+	blocked := make(chan outcome, 1)
+	began := time.Now()
+	go func() {
+		title := "renamed"
+		_, err := holder.UpdateTask(ctx, u, task.ID, TaskPatch{Title: &title}, nil)
+		blocked <- outcome{err, time.Since(began)}
+	}()
+	waitForBlocked(t, other, lock)
+
+	// The pool's one connection is held by the blocked update.
+	waiting := make(chan outcome, 1)
+	waitBegan := time.Now()
+	go func() {
+		_, err := waiter.GetTask(ctx, u.ID, task.ID)
+		waiting <- outcome{err, time.Since(waitBegan)}
+	}()
+	for _, c := range []struct {
+		what    string
+		result  chan outcome
+		timeout time.Duration
+	}{{"waiting for the pool", waiting, waitFor}, {"statement waiting for a lock", blocked, holdFor}} {
+		select {
+		case got := <-c.result:
+			if !errors.Is(got.err, ErrUnavailable) || got.elapsed < c.timeout || got.elapsed > c.timeout+time.Second {
+				t.Errorf("%s: %v after %v; want ErrUnavailable after %v", c.what, got.err, got.elapsed, c.timeout)
+			}
+		case <-time.After(c.timeout + 5*time.Second):
+			t.Fatalf("%s: still waiting after %v; want ErrUnavailable after %v", c.what, c.timeout+5*time.Second, c.timeout)
+		}
+	}
+	if err := lock.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := waiter.GetTask(ctx, u.ID, task.ID); err != nil {
+		t.Errorf("after the timeouts: %v; want the pool serving again", err)
+	}
+}
