@@ -102,24 +102,41 @@ type Change struct {
 // order. reload is true when since cannot be resumed from: changes after it
 // may have been swept, or it is not a position this database gave out.
 func (s *Store) Changes(ctx context.Context, userID string, since int64, limit int) (changes []Change, reload bool, err error) {
-	ctx, cancel := s.statementContext(ctx)
-	defer cancel()
-	var swept, last int64
-	if err := s.db.QueryRowContext(ctx, changesBoundsSQL).Scan(&swept, &last); err != nil {
+	err = s.withConn(ctx, func(c stmtConn) error {
+		var swept, last int64
+		if err := c.QueryRow(changesBoundsSQL).Scan(&swept, &last); err != nil {
+			return err
+		}
+		if reload = since < swept || since > last; reload {
+			return nil
+		}
+		changes, err = readChanges(c, userID, since, limit)
+		return err
+	})
+	if err != nil {
 		return nil, false, dbError("read changes", err)
 	}
-	if since < swept || since > last {
-		return nil, true, nil
-	}
-	changes, err = s.changesAfter(ctx, userID, since, limit)
-	return changes, false, err
+	return changes, reload, nil
 }
 
-// changesAfter reads up to limit changes of the user after since.
-func (s *Store) changesAfter(ctx context.Context, userID string, since int64, limit int) ([]Change, error) {
-	rows, err := s.db.QueryContext(ctx, changesSQL, userID, since, limit)
+// ChangesAfter returns up to limit changes of the user after position
+// since, in order.
+func (s *Store) ChangesAfter(ctx context.Context, userID string, since int64, limit int) (changes []Change, err error) {
+	err = s.withConn(ctx, func(c stmtConn) error {
+		changes, err = readChanges(c, userID, since, limit)
+		return err
+	})
 	if err != nil {
 		return nil, dbError("read changes", err)
+	}
+	return changes, nil
+}
+
+// readChanges reads up to limit changes of the user after since.
+func readChanges(c stmtConn, userID string, since int64, limit int) ([]Change, error) {
+	rows, err := c.Query(changesSQL, userID, since, limit)
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
 	ts := newTaskScanner(userID)
@@ -131,7 +148,7 @@ func (s *Store) changesAfter(ctx context.Context, userID string, since int64, li
 		)
 		task, err := ts.scan(changeRow{rows, []any{&c.Position, &c.Event, &ids}})
 		if err != nil {
-			return nil, dbError("read changes", err)
+			return nil, err
 		}
 		switch c.Event {
 		case eventTaskCreated, eventTaskUpdated:
@@ -144,7 +161,7 @@ func (s *Store) changesAfter(ctx context.Context, userID string, since int64, li
 		changes = append(changes, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, dbError("read changes", err)
+		return nil, err
 	}
 	return changes, nil
 }
@@ -162,10 +179,11 @@ func (r changeRow) Scan(dest ...any) error {
 
 // LastPosition returns the user's latest position, or 0.
 func (s *Store) LastPosition(ctx context.Context, userID string) (int64, error) {
-	ctx, cancel := s.statementContext(ctx)
-	defer cancel()
 	var p int64
-	if err := s.db.QueryRowContext(ctx, lastPositionSQL, userID).Scan(&p); err != nil {
+	err := s.withConn(ctx, func(c stmtConn) error {
+		return c.QueryRow(lastPositionSQL, userID).Scan(&p)
+	})
+	if err != nil {
 		return 0, dbError("read last position", err)
 	}
 	return p, nil

@@ -1,6 +1,6 @@
 // This file opens the database: the connection pool, the schema applied at
-// boot, the secrets every instance shares, and the mapping of database
-// errors to the store's.
+// boot, the secrets every instance shares, the time limit of a statement,
+// and the mapping of database errors to the store's.
 
 package main
 
@@ -229,6 +229,91 @@ func serverKey(ctx context.Context, db *sql.DB, name string) ([]byte, error) {
 		return nil, fmt.Errorf("read server key %q: %w", name, err)
 	}
 	return key, nil
+}
+
+// A statement's time limit. The usual way to bound a statement is a context
+// with a deadline, but database/sql starts a goroutine for every query whose
+// context can end, to watch it, and pgx registers a callback on it: under
+// load that was about a tenth of a request's CPU and doubled the slowest
+// answers (README, Performance). So the store bounds a statement in two
+// parts, to the same deadline: the wait for a pooled connection by a
+// context, which costs neither, and the statement by a deadline on the
+// connection's socket. A read past it fails, and the driver closes the
+// connection, which is what it does when a context ends mid-statement too.
+// The statement itself gets a context that never ends.
+
+// stmtConn is a pooled connection taken for the statements of one call of
+// the store, with a deadline on its socket.
+type stmtConn struct {
+	conn *sql.Conn
+	ctx  context.Context // the caller's values; never ends
+}
+
+func (c stmtConn) QueryRow(query string, args ...any) *sql.Row {
+	return c.conn.QueryRowContext(c.ctx, query, args...)
+}
+
+func (c stmtConn) Query(query string, args ...any) (*sql.Rows, error) {
+	return c.conn.QueryContext(c.ctx, query, args...)
+}
+
+func (c stmtConn) Exec(query string, args ...any) (sql.Result, error) {
+	return c.conn.ExecContext(c.ctx, query, args...)
+}
+
+// maxConnTries is how many pooled connections withConn tries before it gives up
+// on ones that fail before their statement is sent (driver.ErrBadConn: the
+// database restarted since the connection was last used); database/sql
+// tries as many for a statement run on the pool itself.
+const maxConnTries = 3
+
+// withConn calls f with a pooled connection on which f's statements must finish
+// within timeout of now, the wait for the connection included; past it,
+// they fail with an error isUnavailable knows. A client that goes away does
+// not end them: stopping a statement midway costs the connection, and
+// finishing one that takes milliseconds is cheaper than a new connection for
+// the next request (TestCancelledRequestKeepsConnection). When f fails with
+// driver.ErrBadConn, its failing statement was never sent, and withConn
+// calls f again on another connection; so f's statements must be safe to
+// run again, as each store call's are: reads, and writes that a second run
+// finds done.
+func withConn(ctx context.Context, db *sql.DB, timeout time.Duration, f func(stmtConn) error) error {
+	ctx = context.WithoutCancel(ctx)
+	deadline := time.Now().Add(timeout)
+	var err error
+	for range maxConnTries {
+		if err = tryConn(ctx, db, deadline, f); !errors.Is(err, driver.ErrBadConn) {
+			return err
+		}
+	}
+	return err
+}
+
+// tryConn is one try of withConn.
+func tryConn(ctx context.Context, db *sql.DB, deadline time.Time, f func(stmtConn) error) error {
+	wait, cancel := context.WithDeadline(ctx, deadline)
+	conn, err := db.Conn(wait)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := setDeadline(conn, deadline); err != nil {
+		return err
+	}
+	defer setDeadline(conn, time.Time{}) // back to the pool without one
+	return f(stmtConn{conn: conn, ctx: ctx})
+}
+
+// setDeadline sets the deadline of conn's socket; the zero time clears it.
+func setDeadline(conn *sql.Conn, t time.Time) error {
+	return conn.Raw(func(dc any) error {
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("setDeadline: a %T is not a pgx connection", dc)
+		}
+		return c.Conn().PgConn().Conn().SetDeadline(t)
+	})
 }
 
 // dbError maps a database error to the store's errors, wrapping it with the

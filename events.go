@@ -136,7 +136,7 @@ func (st *stream) run(ctx context.Context, out *sseWriter) {
 			break
 		}
 		var err error
-		if backlog, err = st.store.changesAfter(ctx, st.userID, st.last, replayPage); err != nil {
+		if backlog, err = st.store.ChangesAfter(ctx, st.userID, st.last, replayPage); err != nil {
 			st.logger.Warn("live updates: replay", "request_id", st.requestID, "err", err)
 			return
 		}

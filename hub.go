@@ -169,7 +169,7 @@ func (us *userStreams) wake() {
 }
 
 // changesAfter returns userID's changes after position after, at most
-// limit, oldest first, as Store.changesAfter does; the caller is a
+// limit, oldest first, as Store.ChangesAfter does; the caller is a
 // subscribed stream, and must not change the slice. The streams of a user
 // woken by one notification ask for the same changes at about the same
 // time, and share one read: a change costs one query per instance, not one
@@ -186,9 +186,7 @@ func (h *eventHub) changesAfter(ctx context.Context, store *Store, userID string
 		h.reads.Add(1)
 		// The read serves other streams too: it does not end when this
 		// stream's client leaves.
-		sctx, cancel := store.statementContext(ctx)
-		rd.changes, rd.err = store.changesAfter(sctx, userID, after, limit)
-		cancel()
+		rd.changes, rd.err = store.ChangesAfter(ctx, userID, after, limit)
 		close(rd.done)
 	} else {
 		h.mu.Unlock()

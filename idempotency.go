@@ -59,31 +59,31 @@ SELECT count(*) FROM swept`
 func (s *Store) CreateTaskOnce(ctx context.Context, u User, key string, in NewTask) (t Task, replayed bool, err error) {
 	in.Tags = nonNil(in.Tags)
 	hash := requestHash(u.ID, key, in)
-	ctx, cancel := s.statementContext(ctx)
-	defer cancel()
-	t, err = newTaskScanner(u.ID).scan(s.db.QueryRowContext(ctx, createTaskOnceSQL,
-		u.ID, u.Email, u.Name,
-		in.Title, in.Description, in.Completed, in.Priority, in.DueDate, in.Tags, s.taskQuota,
-		key, newUUID(), hash))
-	if err == nil {
-		return t, false, nil
-	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return Task{}, false, dbError("create task", err)
-	}
-	// Nothing was created: the key was claimed before, or the user is at
-	// the quota.
 	var (
+		inserted  bool
 		taskID    string
 		prior     []byte
 		createdAt time.Time
 	)
-	err = s.db.QueryRowContext(ctx, idempotencyKeySQL, u.ID, key).Scan(&taskID, &prior, &createdAt)
+	err = s.withConn(ctx, func(c stmtConn) (err error) {
+		t, err = newTaskScanner(u.ID).scan(c.QueryRow(createTaskOnceSQL,
+			u.ID, u.Email, u.Name,
+			in.Title, in.Description, in.Completed, in.Priority, in.DueDate, in.Tags, s.taskQuota,
+			key, newUUID(), hash))
+		if inserted = err == nil; inserted || !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		// Nothing was created: the key was claimed before, or the user is
+		// at the quota.
+		return c.QueryRow(idempotencyKeySQL, u.ID, key).Scan(&taskID, &prior, &createdAt)
+	})
 	switch {
+	case inserted:
+		return t, false, nil
 	case errors.Is(err, sql.ErrNoRows):
 		return Task{}, false, ErrQuota
 	case err != nil:
-		return Task{}, false, dbError("create task: read idempotency key", err)
+		return Task{}, false, dbError("create task", err)
 	case prior == nil:
 		return Task{}, false, ErrKeyTaskDeleted
 	case !bytes.Equal(prior, hash):

@@ -89,23 +89,25 @@ func (s *Store) ListTasks(ctx context.Context, userID string, opts ListOptions) 
 	if err != nil {
 		return Page{}, fmt.Errorf("list tasks: %w", err)
 	}
-	ctx, cancel := s.statementContext(ctx)
-	defer cancel()
-	rows, err := s.db.QueryContext(ctx, query, args...)
-	if err != nil {
-		return Page{}, dbError("list tasks", err)
-	}
-	defer rows.Close()
-	tasks := []Task{}
-	scanner := newTaskScanner(userID)
-	for rows.Next() {
-		t, err := scanner.scan(rows)
+	var tasks []Task
+	err = s.withConn(ctx, func(c stmtConn) error {
+		rows, err := c.Query(query, args...)
 		if err != nil {
-			return Page{}, dbError("list tasks", err)
+			return err
 		}
-		tasks = append(tasks, t)
-	}
-	if err := rows.Err(); err != nil {
+		defer rows.Close()
+		tasks = []Task{}
+		scanner := newTaskScanner(userID)
+		for rows.Next() {
+			t, err := scanner.scan(rows)
+			if err != nil {
+				return err
+			}
+			tasks = append(tasks, t)
+		}
+		return rows.Err()
+	})
+	if err != nil {
 		return Page{}, dbError("list tasks", err)
 	}
 	// listQuery asks for one task more than the page holds: if it came, there

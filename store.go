@@ -251,21 +251,19 @@ func NewStore(db *sql.DB, timeout time.Duration, taskQuota int) *Store {
 	return &Store{db: db, timeout: timeout, taskQuota: taskQuota}
 }
 
-// statementContext bounds a statement by the store's timeout, but does not
-// end it when ctx ends because the client went away. To stop a statement
-// midway the driver closes its connection, and PostgreSQL finishes the
-// statement anyway; finishing one that takes milliseconds is cheaper than a
-// new connection for the next request (TestCancelledRequestKeepsConnection).
-func (s *Store) statementContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+// withConn calls f with a pooled connection for the statements of one call
+// of the store, which must finish within the store's timeout (db.go).
+func (s *Store) withConn(ctx context.Context, f func(stmtConn) error) error {
+	return withConn(ctx, s.db, s.timeout, f)
 }
 
 // Stats counts the user's tasks.
 func (s *Store) Stats(ctx context.Context, userID string) (Stats, error) {
-	ctx, cancel := s.statementContext(ctx)
-	defer cancel()
 	var st Stats
-	if err := s.db.QueryRowContext(ctx, statsSQL, userID).Scan(&st.Total, &st.Completed, &st.Overdue); err != nil {
+	err := s.withConn(ctx, func(c stmtConn) error {
+		return c.QueryRow(statsSQL, userID).Scan(&st.Total, &st.Completed, &st.Overdue)
+	})
+	if err != nil {
 		return Stats{}, dbError("task stats", err)
 	}
 	st.Pending = st.Total - st.Completed
@@ -277,9 +275,11 @@ func (s *Store) GetTask(ctx context.Context, userID, id string) (Task, error) {
 	if !isUUID(id) {
 		return Task{}, ErrNotFound
 	}
-	ctx, cancel := s.statementContext(ctx)
-	defer cancel()
-	t, err := newTaskScanner(userID).scan(s.db.QueryRowContext(ctx, getTaskSQL, id, userID))
+	var t Task
+	err := s.withConn(ctx, func(c stmtConn) (err error) {
+		t, err = newTaskScanner(userID).scan(c.QueryRow(getTaskSQL, id, userID))
+		return err
+	})
 	if err != nil {
 		return Task{}, dbError("get task", err)
 	}
@@ -290,11 +290,13 @@ func (s *Store) GetTask(ctx context.Context, userID, id string) (Task, error) {
 // the user has as many tasks as the store allows. The user's row is created
 // or refreshed in the same statement.
 func (s *Store) CreateTask(ctx context.Context, u User, in NewTask) (Task, error) {
-	ctx, cancel := s.statementContext(ctx)
-	defer cancel()
-	t, err := newTaskScanner(u.ID).scan(s.db.QueryRowContext(ctx, createTaskSQL,
-		u.ID, u.Email, u.Name,
-		in.Title, in.Description, in.Completed, in.Priority, in.DueDate, nonNil(in.Tags), s.taskQuota))
+	var t Task
+	err := s.withConn(ctx, func(c stmtConn) (err error) {
+		t, err = newTaskScanner(u.ID).scan(c.QueryRow(createTaskSQL,
+			u.ID, u.Email, u.Name,
+			in.Title, in.Description, in.Completed, in.Priority, in.DueDate, nonNil(in.Tags), s.taskQuota))
+		return err
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return Task{}, ErrQuota
 	}
@@ -311,10 +313,10 @@ func (s *Store) deleteInBatches(ctx context.Context, op, query string, args ...a
 	const batch = 10_000
 	var total int64
 	for {
-		sctx, cancel := s.statementContext(ctx)
 		var n int64
-		err := s.db.QueryRowContext(sctx, query, append([]any{batch}, args...)...).Scan(&n)
-		cancel()
+		err := s.withConn(ctx, func(c stmtConn) error {
+			return c.QueryRow(query, append([]any{batch}, args...)...).Scan(&n)
+		})
 		if err != nil {
 			return total, dbError(op, err)
 		}
@@ -337,15 +339,14 @@ func (s *Store) UpdateTask(ctx context.Context, u User, id string, p TaskPatch, 
 	if p.Tags != nil {
 		tags = p.Tags
 	}
-	ctx, cancel := s.statementContext(ctx)
-	defer cancel()
-	t, err := newTaskScanner(u.ID).scan(s.db.QueryRowContext(ctx, updateTaskSQL,
-		u.ID, u.Email, u.Name, id,
-		p.Title, p.SetDescription, p.Description, p.Completed, p.Priority, p.SetDueDate, p.DueDate, tags, versions(ifMatch)))
-	if err != nil {
-		return s.explainMiss(ctx, "update task", u.ID, id, ifMatch, err)
-	}
-	return t, nil
+	var t Task
+	err := s.withConn(ctx, func(c stmtConn) (err error) {
+		t, err = newTaskScanner(u.ID).scan(c.QueryRow(updateTaskSQL,
+			u.ID, u.Email, u.Name, id,
+			p.Title, p.SetDescription, p.Description, p.Completed, p.Priority, p.SetDueDate, p.DueDate, tags, versions(ifMatch)))
+		return explainMiss(c, u.ID, id, ifMatch, &t, err)
+	})
+	return written("update task", t, err)
 }
 
 // SetCompleted sets the completed flag of the user's task to *completed, or
@@ -355,13 +356,12 @@ func (s *Store) SetCompleted(ctx context.Context, u User, id string, completed *
 	if !isUUID(id) {
 		return Task{}, ErrNotFound
 	}
-	ctx, cancel := s.statementContext(ctx)
-	defer cancel()
-	t, err := newTaskScanner(u.ID).scan(s.db.QueryRowContext(ctx, completeTaskSQL, u.ID, u.Email, u.Name, id, completed, versions(ifMatch)))
-	if err != nil {
-		return s.explainMiss(ctx, "complete task", u.ID, id, ifMatch, err)
-	}
-	return t, nil
+	var t Task
+	err := s.withConn(ctx, func(c stmtConn) (err error) {
+		t, err = newTaskScanner(u.ID).scan(c.QueryRow(completeTaskSQL, u.ID, u.Email, u.Name, id, completed, versions(ifMatch)))
+		return explainMiss(c, u.ID, id, ifMatch, &t, err)
+	})
+	return written("complete task", t, err)
 }
 
 // DeleteTask deletes the user's task with the given id, or returns
@@ -370,30 +370,47 @@ func (s *Store) DeleteTask(ctx context.Context, userID, id string, ifMatch []int
 	if !isUUID(id) {
 		return Task{}, ErrNotFound
 	}
-	ctx, cancel := s.statementContext(ctx)
-	defer cancel()
-	var n int64
-	if err := s.db.QueryRowContext(ctx, deleteTaskSQL, id, userID, versions(ifMatch)).Scan(&n); err != nil {
-		return Task{}, dbError("delete task", err)
-	}
-	if n == 0 {
-		return s.explainMiss(ctx, "delete task", userID, id, ifMatch, sql.ErrNoRows)
-	}
-	return Task{}, nil
+	var current Task
+	err := s.withConn(ctx, func(c stmtConn) error {
+		var n int64
+		if err := c.QueryRow(deleteTaskSQL, id, userID, versions(ifMatch)).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return explainMiss(c, userID, id, ifMatch, &current, sql.ErrNoRows)
+		}
+		return nil
+	})
+	return written("delete task", current, err)
 }
 
-// explainMiss tells why a conditional write touched no row: with no
-// If-Match there is no such task; with one, the task may exist at another
-// version, which costs a second query, on this failure path only.
-func (s *Store) explainMiss(ctx context.Context, op, userID, id string, ifMatch []int64, err error) (Task, error) {
+// explainMiss tells why a conditional write touched no row (err is
+// sql.ErrNoRows): with no If-Match there is no such task; with one, the task
+// may exist at another version, which costs a second query, on this failure
+// path only. Then the task is read into current, and the error is ErrStale.
+// Any other err is returned as it is.
+func explainMiss(c stmtConn, userID, id string, ifMatch []int64, current *Task, err error) error {
 	if !errors.Is(err, sql.ErrNoRows) || ifMatch == nil {
-		return Task{}, dbError(op, err)
+		return err
 	}
-	current, err := newTaskScanner(userID).scan(s.db.QueryRowContext(ctx, getTaskSQL, id, userID))
+	t, err := newTaskScanner(userID).scan(c.QueryRow(getTaskSQL, id, userID))
 	if err != nil {
-		return Task{}, dbError(op, err)
+		return err
 	}
-	return current, ErrStale
+	*current = t
+	return ErrStale
+}
+
+// written returns the result of a write: t, and with ErrStale the current
+// task t is then; any other error goes through dbError.
+func written(op string, t Task, err error) (Task, error) {
+	switch {
+	case err == nil:
+		return t, nil
+	case errors.Is(err, ErrStale):
+		return t, ErrStale
+	}
+	return Task{}, dbError(op, err)
 }
 
 // versions turns an If-Match list into a parameter: NULL when there is none.
@@ -406,10 +423,11 @@ func versions(ifMatch []int64) any {
 
 // DeleteCompleted deletes the user's completed tasks and says how many.
 func (s *Store) DeleteCompleted(ctx context.Context, userID string) (int64, error) {
-	ctx, cancel := s.statementContext(ctx)
-	defer cancel()
 	var n int64
-	if err := s.db.QueryRowContext(ctx, deleteCompletedSQL, userID).Scan(&n); err != nil {
+	err := s.withConn(ctx, func(c stmtConn) error {
+		return c.QueryRow(deleteCompletedSQL, userID).Scan(&n)
+	})
+	if err != nil {
 		return 0, dbError("delete completed tasks", err)
 	}
 	return n, nil
@@ -418,14 +436,14 @@ func (s *Store) DeleteCompleted(ctx context.Context, userID string) (int64, erro
 // Account returns what is known of u: their row, if their first write has
 // made it, else the token's claims, and their task counts.
 func (s *Store) Account(ctx context.Context, u User) (Account, error) {
-	ctx, cancel := s.statementContext(ctx)
-	defer cancel()
 	a := Account{ID: u.ID}
 	var (
 		email, name sql.NullString
 		created     sql.NullTime
 	)
-	err := s.db.QueryRowContext(ctx, accountSQL, u.ID).Scan(&email, &name, &created, &a.Tasks.Total, &a.Tasks.Completed, &a.Tasks.Overdue)
+	err := s.withConn(ctx, func(c stmtConn) error {
+		return c.QueryRow(accountSQL, u.ID).Scan(&email, &name, &created, &a.Tasks.Total, &a.Tasks.Completed, &a.Tasks.Overdue)
+	})
 	if err != nil {
 		return Account{}, dbError("read account", err)
 	}
@@ -451,9 +469,11 @@ func (s *Store) Account(ctx context.Context, u User) (Account, error) {
 
 // DeleteAccount erases the user and everything of theirs.
 func (s *Store) DeleteAccount(ctx context.Context, userID string) error {
-	ctx, cancel := s.statementContext(ctx)
-	defer cancel()
-	if _, err := s.db.ExecContext(ctx, deleteAccountSQL, userID); err != nil {
+	err := s.withConn(ctx, func(c stmtConn) error {
+		_, err := c.Exec(deleteAccountSQL, userID)
+		return err
+	})
+	if err != nil {
 		return dbError("delete account", err)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -368,4 +369,53 @@ func TestStoreTimeoutBoundsEveryStatement(t *testing.T) {
 	if _, err := waiter.GetTask(ctx, u.ID, task.ID); err != nil {
 		t.Errorf("after the timeouts: %v; want the pool serving again", err)
 	}
+}
+
+// TestStatementRetriedOnBrokenConnection breaks a pooled connection so that
+// its next statement fails before anything is sent, as on a connection
+// whose database restarted: the store runs the statement again on a new
+// connection, and the caller never sees the failure.
+func TestStatementRetriedOnBrokenConnection(t *testing.T) {
+	t.Parallel()
+	var breakNext atomic.Bool
+	db, _ := newTestDB(t, func(c *dbConfig) {
+		c.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &breakingConn{Conn: conn, breakNext: &breakNext}, nil
+		}
+		c.MaxOpenConns, c.MaxIdleConns = 1, 1
+	})
+	store := NewStore(db, 5*time.Second, testTaskQuota)
+	ctx := context.Background()
+	u := User{ID: "unbroken"}
+	task, err := store.CreateTask(ctx, u, NewTask{Title: "kept", Priority: "low"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	breakNext.Store(true)
+	got, err := store.GetTask(ctx, u.ID, task.ID)
+	if err != nil || got.Title != "kept" {
+		t.Errorf("get on a broken connection: %+v, %v; want the task", got, err)
+	}
+	if breakNext.Load() {
+		t.Error("the connection was never used; the test tests nothing")
+	}
+}
+
+// breakingConn is a connection whose next write, once breakNext is set,
+// sends nothing, fails and closes it.
+type breakingConn struct {
+	net.Conn
+	breakNext *atomic.Bool
+}
+
+func (c *breakingConn) Write(b []byte) (int, error) {
+	if c.breakNext.CompareAndSwap(true, false) {
+		c.Conn.Close()
+		return 0, syscall.EPIPE
+	}
+	return c.Conn.Write(b)
 }
