@@ -102,7 +102,7 @@ type Change struct {
 // order. reload is true when since cannot be resumed from: changes after it
 // may have been swept, or it is not a position this database gave out.
 func (s *Store) Changes(ctx context.Context, userID string, since int64, limit int) (changes []Change, reload bool, err error) {
-	err = s.withConn(ctx, func(c stmtConn) error {
+	err = s.db.withConn(ctx, func(c stmtConn) error {
 		var swept, last int64
 		if err := c.QueryRow(changesBoundsSQL).Scan(&swept, &last); err != nil {
 			return err
@@ -122,7 +122,7 @@ func (s *Store) Changes(ctx context.Context, userID string, since int64, limit i
 // ChangesAfter returns up to limit changes of the user after position
 // since, in order.
 func (s *Store) ChangesAfter(ctx context.Context, userID string, since int64, limit int) (changes []Change, err error) {
-	err = s.withConn(ctx, func(c stmtConn) error {
+	err = s.db.withConn(ctx, func(c stmtConn) error {
 		changes, err = readChanges(c, userID, since, limit)
 		return err
 	})
@@ -180,7 +180,7 @@ func (r changeRow) Scan(dest ...any) error {
 // LastPosition returns the user's latest position, or 0.
 func (s *Store) LastPosition(ctx context.Context, userID string) (int64, error) {
 	var p int64
-	err := s.withConn(ctx, func(c stmtConn) error {
+	err := s.db.withConn(ctx, func(c stmtConn) error {
 		return c.QueryRow(lastPositionSQL, userID).Scan(&p)
 	})
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -235,12 +236,13 @@ func serverKey(ctx context.Context, db *sql.DB, name string) ([]byte, error) {
 // with a deadline, but database/sql starts a goroutine for every query whose
 // context can end, to watch it, and pgx registers a callback on it: under
 // load that was about a tenth of a request's CPU and doubled the slowest
-// answers (README, Performance). So the store bounds a statement in two
-// parts, to the same deadline: the wait for a pooled connection by a
-// context, which costs neither, and the statement by a deadline on the
-// connection's socket. A read past it fails, and the driver closes the
-// connection, which is what it does when a context ends mid-statement too.
-// The statement itself gets a context that never ends.
+// answers (README, Performance). So the store bounds the statements of a
+// call in two parts, to the same deadline: the wait for a pooled connection
+// by a context, which costs neither (one context serves the waits that
+// begin within 10 ms), and the statements by a deadline on the connection's
+// socket. A read past it fails, and the driver closes the connection, which
+// is what it does when a context ends mid-statement too. The statements
+// themselves get a context that never ends.
 
 // stmtConn is a pooled connection taken for the statements of one call of
 // the store, with a deadline on its socket.
@@ -261,6 +263,18 @@ func (c stmtConn) Exec(query string, args ...any) (sql.Result, error) {
 	return c.conn.ExecContext(c.ctx, query, args...)
 }
 
+// boundedDB runs the statements of each call of the store on a pooled
+// connection, within a time limit per call.
+type boundedDB struct {
+	pool    *sql.DB
+	timeout time.Duration
+	waits   sharedDeadlines // ends the waits for a connection
+}
+
+func newBoundedDB(pool *sql.DB, timeout time.Duration) *boundedDB {
+	return &boundedDB{pool: pool, timeout: timeout, waits: sharedDeadlines{timeout: timeout}}
+}
+
 // maxConnTries is how many pooled connections withConn tries before it gives up
 // on ones that fail before their statement is sent (driver.ErrBadConn: the
 // database restarted since the connection was last used); database/sql
@@ -268,7 +282,7 @@ func (c stmtConn) Exec(query string, args ...any) (sql.Result, error) {
 const maxConnTries = 3
 
 // withConn calls f with a pooled connection on which f's statements must finish
-// within timeout of now, the wait for the connection included; past it,
+// within the timeout from now, the wait for the connection included; past it,
 // they fail with an error isUnavailable knows. A client that goes away does
 // not end them: stopping a statement midway costs the connection, and
 // finishing one that takes milliseconds is cheaper than a new connection for
@@ -277,23 +291,23 @@ const maxConnTries = 3
 // calls f again on another connection; so f's statements must be safe to
 // run again, as each store call's are: reads, and writes that a second run
 // finds done.
-func withConn(ctx context.Context, db *sql.DB, timeout time.Duration, f func(stmtConn) error) error {
+func (b *boundedDB) withConn(ctx context.Context, f func(stmtConn) error) error {
 	ctx = context.WithoutCancel(ctx)
-	deadline := time.Now().Add(timeout)
+	now := time.Now()
+	wait, deadline := b.waits.context(now), now.Add(b.timeout)
 	var err error
 	for range maxConnTries {
-		if err = tryConn(ctx, db, deadline, f); !errors.Is(err, driver.ErrBadConn) {
+		if err = b.tryConn(ctx, wait, deadline, f); !errors.Is(err, driver.ErrBadConn) {
 			return err
 		}
 	}
 	return err
 }
 
-// tryConn is one try of withConn.
-func tryConn(ctx context.Context, db *sql.DB, deadline time.Time, f func(stmtConn) error) error {
-	wait, cancel := context.WithDeadline(ctx, deadline)
-	conn, err := db.Conn(wait)
-	cancel()
+// tryConn is one try of withConn: it waits for a connection until wait
+// ends, and gives f until deadline.
+func (b *boundedDB) tryConn(ctx, wait context.Context, deadline time.Time, f func(stmtConn) error) error {
+	conn, err := b.pool.Conn(wait)
 	if err != nil {
 		return err
 	}
@@ -303,6 +317,32 @@ func tryConn(ctx context.Context, db *sql.DB, deadline time.Time, f func(stmtCon
 	}
 	defer setDeadline(conn, time.Time{}) // back to the pool without one
 	return f(stmtConn{conn: conn, ctx: ctx})
+}
+
+// sharedDeadlines hands out contexts that end timeout (and at most
+// deadlineSlack more) after they are asked for. One context serves every
+// ask within deadlineSlack of its making, so that a wait for a pooled
+// connection costs no context, timer or allocation of its own.
+type sharedDeadlines struct {
+	timeout time.Duration
+	mu      sync.Mutex
+	ctx     context.Context
+	cancel  context.CancelFunc // never called: its own deadline ends ctx
+	renew   time.Time          // asks after it need a new ctx
+}
+
+const deadlineSlack = 10 * time.Millisecond
+
+// context returns a context that ends between timeout and
+// timeout+deadlineSlack after now.
+func (d *sharedDeadlines) context(now time.Time) context.Context {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ctx == nil || now.After(d.renew) {
+		d.ctx, d.cancel = context.WithDeadline(context.Background(), now.Add(d.timeout+deadlineSlack))
+		d.renew = now.Add(deadlineSlack)
+	}
+	return d.ctx
 }
 
 // setDeadline sets the deadline of conn's socket; the zero time clears it.

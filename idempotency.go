@@ -65,7 +65,7 @@ func (s *Store) CreateTaskOnce(ctx context.Context, u User, key string, in NewTa
 		prior     []byte
 		createdAt time.Time
 	)
-	err = s.withConn(ctx, func(c stmtConn) (err error) {
+	err = s.db.withConn(ctx, func(c stmtConn) (err error) {
 		t, err = newTaskScanner(u.ID).scan(c.QueryRow(createTaskOnceSQL,
 			u.ID, u.Email, u.Name,
 			in.Title, in.Description, in.Completed, in.Priority, in.DueDate, in.Tags, s.taskQuota,

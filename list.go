@@ -90,7 +90,7 @@ func (s *Store) ListTasks(ctx context.Context, userID string, opts ListOptions) 
 		return Page{}, fmt.Errorf("list tasks: %w", err)
 	}
 	var tasks []Task
-	err = s.withConn(ctx, func(c stmtConn) error {
+	err = s.db.withConn(ctx, func(c stmtConn) error {
 		rows, err := c.Query(query, args...)
 		if err != nil {
 			return err

@@ -237,30 +237,24 @@ SELECT count(*) FROM n`
 // Store reads and writes tasks. Every method is scoped by the user it is
 // given: a task of another user is indistinguishable from no task at all.
 type Store struct {
-	db *sql.DB
+	// db bounds every statement by the store's timeout, so that a
+	// database that stops answering turns into ErrUnavailable instead of a
+	// hanging request.
+	db *boundedDB
 	// taskQuota is the most tasks one user may have.
 	taskQuota int
-	// timeout bounds every statement, so that a database that stops
-	// answering turns into ErrUnavailable instead of a hanging request.
-	timeout time.Duration
 }
 
 // NewStore returns a Store over db whose statements each run for at most
 // timeout, and whose users may have up to taskQuota tasks each.
 func NewStore(db *sql.DB, timeout time.Duration, taskQuota int) *Store {
-	return &Store{db: db, timeout: timeout, taskQuota: taskQuota}
-}
-
-// withConn calls f with a pooled connection for the statements of one call
-// of the store, which must finish within the store's timeout (db.go).
-func (s *Store) withConn(ctx context.Context, f func(stmtConn) error) error {
-	return withConn(ctx, s.db, s.timeout, f)
+	return &Store{db: newBoundedDB(db, timeout), taskQuota: taskQuota}
 }
 
 // Stats counts the user's tasks.
 func (s *Store) Stats(ctx context.Context, userID string) (Stats, error) {
 	var st Stats
-	err := s.withConn(ctx, func(c stmtConn) error {
+	err := s.db.withConn(ctx, func(c stmtConn) error {
 		return c.QueryRow(statsSQL, userID).Scan(&st.Total, &st.Completed, &st.Overdue)
 	})
 	if err != nil {
@@ -276,7 +270,7 @@ func (s *Store) GetTask(ctx context.Context, userID, id string) (Task, error) {
 		return Task{}, ErrNotFound
 	}
 	var t Task
-	err := s.withConn(ctx, func(c stmtConn) (err error) {
+	err := s.db.withConn(ctx, func(c stmtConn) (err error) {
 		t, err = newTaskScanner(userID).scan(c.QueryRow(getTaskSQL, id, userID))
 		return err
 	})
@@ -291,7 +285,7 @@ func (s *Store) GetTask(ctx context.Context, userID, id string) (Task, error) {
 // or refreshed in the same statement.
 func (s *Store) CreateTask(ctx context.Context, u User, in NewTask) (Task, error) {
 	var t Task
-	err := s.withConn(ctx, func(c stmtConn) (err error) {
+	err := s.db.withConn(ctx, func(c stmtConn) (err error) {
 		t, err = newTaskScanner(u.ID).scan(c.QueryRow(createTaskSQL,
 			u.ID, u.Email, u.Name,
 			in.Title, in.Description, in.Completed, in.Priority, in.DueDate, nonNil(in.Tags), s.taskQuota))
@@ -314,7 +308,7 @@ func (s *Store) deleteInBatches(ctx context.Context, op, query string, args ...a
 	var total int64
 	for {
 		var n int64
-		err := s.withConn(ctx, func(c stmtConn) error {
+		err := s.db.withConn(ctx, func(c stmtConn) error {
 			return c.QueryRow(query, append([]any{batch}, args...)...).Scan(&n)
 		})
 		if err != nil {
@@ -340,7 +334,7 @@ func (s *Store) UpdateTask(ctx context.Context, u User, id string, p TaskPatch, 
 		tags = p.Tags
 	}
 	var t Task
-	err := s.withConn(ctx, func(c stmtConn) (err error) {
+	err := s.db.withConn(ctx, func(c stmtConn) (err error) {
 		t, err = newTaskScanner(u.ID).scan(c.QueryRow(updateTaskSQL,
 			u.ID, u.Email, u.Name, id,
 			p.Title, p.SetDescription, p.Description, p.Completed, p.Priority, p.SetDueDate, p.DueDate, tags, versions(ifMatch)))
@@ -357,7 +351,7 @@ func (s *Store) SetCompleted(ctx context.Context, u User, id string, completed *
 		return Task{}, ErrNotFound
 	}
 	var t Task
-	err := s.withConn(ctx, func(c stmtConn) (err error) {
+	err := s.db.withConn(ctx, func(c stmtConn) (err error) {
 		t, err = newTaskScanner(u.ID).scan(c.QueryRow(completeTaskSQL, u.ID, u.Email, u.Name, id, completed, versions(ifMatch)))
 		return explainMiss(c, u.ID, id, ifMatch, &t, err)
 	})
@@ -371,7 +365,7 @@ func (s *Store) DeleteTask(ctx context.Context, userID, id string, ifMatch []int
 		return Task{}, ErrNotFound
 	}
 	var current Task
-	err := s.withConn(ctx, func(c stmtConn) error {
+	err := s.db.withConn(ctx, func(c stmtConn) error {
 		var n int64
 		if err := c.QueryRow(deleteTaskSQL, id, userID, versions(ifMatch)).Scan(&n); err != nil {
 			return err
@@ -424,7 +418,7 @@ func versions(ifMatch []int64) any {
 // DeleteCompleted deletes the user's completed tasks and says how many.
 func (s *Store) DeleteCompleted(ctx context.Context, userID string) (int64, error) {
 	var n int64
-	err := s.withConn(ctx, func(c stmtConn) error {
+	err := s.db.withConn(ctx, func(c stmtConn) error {
 		return c.QueryRow(deleteCompletedSQL, userID).Scan(&n)
 	})
 	if err != nil {
@@ -441,7 +435,7 @@ func (s *Store) Account(ctx context.Context, u User) (Account, error) {
 		email, name sql.NullString
 		created     sql.NullTime
 	)
-	err := s.withConn(ctx, func(c stmtConn) error {
+	err := s.db.withConn(ctx, func(c stmtConn) error {
 		return c.QueryRow(accountSQL, u.ID).Scan(&email, &name, &created, &a.Tasks.Total, &a.Tasks.Completed, &a.Tasks.Overdue)
 	})
 	if err != nil {
@@ -469,7 +463,7 @@ func (s *Store) Account(ctx context.Context, u User) (Account, error) {
 
 // DeleteAccount erases the user and everything of theirs.
 func (s *Store) DeleteAccount(ctx context.Context, userID string) error {
-	err := s.withConn(ctx, func(c stmtConn) error {
+	err := s.db.withConn(ctx, func(c stmtConn) error {
 		_, err := c.Exec(deleteAccountSQL, userID)
 		return err
 	})
@@ -483,7 +477,7 @@ func (s *Store) DeleteAccount(ctx context.Context, userID string) error {
 func (s *Store) Ping(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
-	if err := s.db.PingContext(ctx); err != nil {
+	if err := s.db.pool.PingContext(ctx); err != nil {
 		return dbError("ping", err)
 	}
 	return nil
