@@ -47,18 +47,25 @@ const maxTokenBytes = 8 << 10
 // when checking exp, nbf and iat.
 const clockLeeway = 30 * time.Second
 
-// userKey is the context key of the authenticated User.
-type userKey struct{}
-
-// userFrom returns the User that requireUser put in ctx. It panics when there
-// is none: that is a route wired without requireUser, a bug that panic
-// recovery turns into a logged 500.
+// userFrom returns the User that requireUser gave the request. It panics
+// when there is none: that is a route wired without requireUser, a bug that
+// panic recovery turns into a logged 500.
 func userFrom(ctx context.Context) User {
-	u, ok := ctx.Value(userKey{}).(User)
-	if !ok {
+	info := infoFrom(ctx)
+	if info == nil || !info.authenticated {
 		panic("userFrom: no authenticated user in context; is the route wrapped in requireUser?")
 	}
-	return u
+	return info.user
+}
+
+// withUser returns r with u as its authenticated user: r itself, its info
+// filled in, when logRequests gave it one, else a copy with new info.
+func withUser(r *http.Request, u User) *http.Request {
+	if info := infoFrom(r.Context()); info != nil {
+		info.user, info.authenticated = u, true
+		return r
+	}
+	return r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, &requestInfo{user: u, authenticated: true}))
 }
 
 // requireUser returns middleware that admits a request only with a valid
@@ -96,7 +103,7 @@ func requireUser(v *Verifier, failures *addrLimiter, logger *slog.Logger) func(h
 				writeError(w, r, logger, errForbidden)
 				return
 			}
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, u)))
+			next.ServeHTTP(w, withUser(r, u))
 		})
 	}
 }

@@ -143,8 +143,8 @@ func requireStreamUser(v *Verifier, tickets ticketCodec, failures *addrLimiter, 
 				writeError(w, r, logger, errForbidden)
 				return
 			}
-			ctx := context.WithValue(r.Context(), userKey{}, User{ID: userID})
-			next.ServeHTTP(w, r.WithContext(context.WithValue(ctx, streamUntilKey{}, until)))
+			r = withUser(r, User{ID: userID})
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), streamUntilKey{}, until)))
 		})
 	}
 }
