@@ -235,8 +235,8 @@ func serverKey(ctx context.Context, db *sql.DB, name string) ([]byte, error) {
 // A statement's time limit. The usual way to bound a statement is a context
 // with a deadline, but database/sql starts a goroutine for every query whose
 // context can end, to watch it, and pgx registers a callback on it: under
-// load that was about a tenth of a request's CPU and doubled the slowest
-// answers (README, Performance). So the store bounds the statements of a
+// load, gets served about 7% more requests without them, and the slowest
+// answers took half as long (README, Performance). So the store bounds the statements of a
 // call in two parts, to the same deadline: the wait for a pooled connection
 // by a context, which costs neither (one context serves the waits that
 // begin within 10 ms), and the statements by a deadline on the connection's
@@ -247,57 +247,61 @@ func serverKey(ctx context.Context, db *sql.DB, name string) ([]byte, error) {
 // stmtConn is a pooled connection taken for the statements of one call of
 // the store, with a deadline on its socket.
 type stmtConn struct {
-	conn *sql.Conn
-	ctx  context.Context // the caller's values; never ends
+	conn    *sql.Conn
+	ctx     context.Context // the caller's values; never ends
+	started *int            // statements begun on it
 }
 
 func (c stmtConn) QueryRow(query string, args ...any) *sql.Row {
+	*c.started++
 	return c.conn.QueryRowContext(c.ctx, query, args...)
 }
 
 func (c stmtConn) Query(query string, args ...any) (*sql.Rows, error) {
+	*c.started++
 	return c.conn.QueryContext(c.ctx, query, args...)
 }
 
 func (c stmtConn) Exec(query string, args ...any) (sql.Result, error) {
+	*c.started++
 	return c.conn.ExecContext(c.ctx, query, args...)
 }
 
 // boundedDB runs the statements of each call of the store on a pooled
 // connection, within a time limit per call.
 type boundedDB struct {
-	pool    *sql.DB
-	timeout time.Duration
-	waits   sharedDeadlines // ends the waits for a connection
+	pool  *sql.DB
+	waits sharedDeadlines // the time limit of each call, from its start
 }
 
 func newBoundedDB(pool *sql.DB, timeout time.Duration) *boundedDB {
-	return &boundedDB{pool: pool, timeout: timeout, waits: sharedDeadlines{timeout: timeout}}
+	return &boundedDB{pool: pool, waits: sharedDeadlines{timeout: timeout}}
 }
 
-// maxConnTries is how many pooled connections withConn tries before it gives up
-// on ones that fail before their statement is sent (driver.ErrBadConn: the
-// database restarted since the connection was last used); database/sql
-// tries as many for a statement run on the pool itself.
+// maxConnTries is how many pooled connections withConn tries when the
+// driver finds one broken before anything is sent on it
+// (driver.ErrBadConn); database/sql tries as many for a statement run on
+// the pool itself.
 const maxConnTries = 3
 
-// withConn calls f with a pooled connection on which f's statements must finish
-// within the timeout from now, the wait for the connection included; past it,
-// they fail with an error isUnavailable knows. A client that goes away does
-// not end them: stopping a statement midway costs the connection, and
-// finishing one that takes milliseconds is cheaper than a new connection for
-// the next request (TestCancelledRequestKeepsConnection). When f fails with
-// driver.ErrBadConn, its failing statement was never sent, and withConn
-// calls f again on another connection; so f's statements must be safe to
-// run again, as each store call's are: reads, and writes that a second run
-// finds done.
+// withConn calls f with a pooled connection on which f's statements must
+// finish within the timeout (at most deadlineSlack more) from now, the wait
+// for the connection included; past it, they fail with an error
+// isUnavailable knows. A client that goes away does not end them: stopping
+// a statement midway costs the connection, and finishing one that takes
+// milliseconds is cheaper than a new connection for the next request
+// (TestCancelledRequestKeepsConnection). When f's first statement fails
+// with driver.ErrBadConn, nothing was sent, and withConn calls f again on
+// another connection; a failure after a statement has run is returned as
+// it is, so that no statement runs twice.
 func (b *boundedDB) withConn(ctx context.Context, f func(stmtConn) error) error {
 	ctx = context.WithoutCancel(ctx)
-	now := time.Now()
-	wait, deadline := b.waits.context(now), now.Add(b.timeout)
+	wait := b.waits.context(time.Now())
+	deadline, _ := wait.Deadline() // the wait and the statements end together
 	var err error
 	for range maxConnTries {
-		if err = b.tryConn(ctx, wait, deadline, f); !errors.Is(err, driver.ErrBadConn) {
+		var retry bool
+		if retry, err = b.tryConn(ctx, wait, deadline, f); !retry {
 			return err
 		}
 	}
@@ -305,18 +309,27 @@ func (b *boundedDB) withConn(ctx context.Context, f func(stmtConn) error) error 
 }
 
 // tryConn is one try of withConn: it waits for a connection until wait
-// ends, and gives f until deadline.
-func (b *boundedDB) tryConn(ctx, wait context.Context, deadline time.Time, f func(stmtConn) error) error {
+// ends, and gives f until deadline. retry is true when f's first statement
+// found the connection broken before sending anything.
+func (b *boundedDB) tryConn(ctx, wait context.Context, deadline time.Time, f func(stmtConn) error) (retry bool, err error) {
 	conn, err := b.pool.Conn(wait)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer conn.Close()
-	if err := setDeadline(conn, deadline); err != nil {
-		return err
+	// A connection that comes at the deadline goes back unused: a
+	// statement begun past it would fail at once, and the driver would
+	// close the connection for it.
+	if !time.Now().Before(deadline) {
+		return false, context.DeadlineExceeded
 	}
-	defer setDeadline(conn, time.Time{}) // back to the pool without one
-	return f(stmtConn{conn: conn, ctx: ctx})
+	if err := setDeadline(conn, deadline); err != nil {
+		return false, err
+	}
+	defer clearDeadline(conn)
+	var started int
+	err = f(stmtConn{conn: conn, ctx: ctx, started: &started})
+	return errors.Is(err, driver.ErrBadConn) && started == 1, err
 }
 
 // sharedDeadlines hands out contexts that end timeout (and at most
@@ -345,15 +358,32 @@ func (d *sharedDeadlines) context(now time.Time) context.Context {
 	return d.ctx
 }
 
-// setDeadline sets the deadline of conn's socket; the zero time clears it.
+// setDeadline sets the deadline of conn's socket.
 func setDeadline(conn *sql.Conn, t time.Time) error {
 	return conn.Raw(func(dc any) error {
-		c, ok := dc.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("setDeadline: a %T is not a pgx connection", dc)
-		}
-		return c.Conn().PgConn().Conn().SetDeadline(t)
+		return pgConn(dc).Conn().SetDeadline(t)
 	})
+}
+
+// clearDeadline clears the deadline of conn's socket before conn goes back
+// to the pool. A connection the driver closed (a statement ran past the
+// deadline) is left alone, as the driver says goodbye on it with a deadline
+// of its own, and reported broken, so that the pool drops it now rather
+// than at its next use.
+func clearDeadline(conn *sql.Conn) {
+	conn.Raw(func(dc any) error {
+		pc := pgConn(dc)
+		if pc.IsClosed() {
+			return driver.ErrBadConn
+		}
+		return pc.Conn().SetDeadline(time.Time{})
+	})
+}
+
+// pgConn returns the pgx connection of a database/sql driver connection:
+// the pool is opened with pgx's stdlib (openDB), so it is always one.
+func pgConn(driverConn any) *pgconn.PgConn {
+	return driverConn.(*stdlib.Conn).Conn().PgConn()
 }
 
 // dbError maps a database error to the store's errors, wrapping it with the

@@ -220,3 +220,30 @@ func TestUpgradeFromFirstSchema(t *testing.T) {
 		t.Errorf("other-user has %d tasks after the upgrade, want 1", n)
 	}
 }
+
+// TestSharedDeadlines checks the contexts that end the waits for a pooled
+// connection: each ends between the timeout and the timeout plus the slack
+// after it was asked for, and asks within the slack share one.
+func TestSharedDeadlines(t *testing.T) {
+	t.Parallel()
+	const timeout = 5 * time.Second
+	d := sharedDeadlines{timeout: timeout}
+	start := time.Now()
+	first := d.context(start)
+	seen := map[context.Context]bool{}
+	for step := time.Duration(0); step <= 5*deadlineSlack; step += deadlineSlack / 4 {
+		now := start.Add(step)
+		ctx := d.context(now)
+		seen[ctx] = true
+		deadline, ok := ctx.Deadline()
+		if left := deadline.Sub(now); !ok || left < timeout || left > timeout+deadlineSlack {
+			t.Errorf("asked at +%v: the context ends %v later; want between %v and %v", step, left, timeout, timeout+deadlineSlack)
+		}
+		if step <= deadlineSlack && ctx != first {
+			t.Errorf("asked at +%v, within the slack: a new context; want the first one", step)
+		}
+	}
+	if len(seen) < 3 || len(seen) > 6 {
+		t.Errorf("%d contexts over %v of asks; want one per %v or so", len(seen), 5*deadlineSlack, deadlineSlack)
+	}
+}

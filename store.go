@@ -245,8 +245,9 @@ type Store struct {
 	taskQuota int
 }
 
-// NewStore returns a Store over db whose statements each run for at most
-// timeout, and whose users may have up to taskQuota tasks each.
+// NewStore returns a Store over db each of whose calls, its wait for a
+// pooled connection and its statements, takes at most timeout, and whose
+// users may have up to taskQuota tasks each.
 func NewStore(db *sql.DB, timeout time.Duration, taskQuota int) *Store {
 	return &Store{db: newBoundedDB(db, timeout), taskQuota: taskQuota}
 }

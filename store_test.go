@@ -372,8 +372,8 @@ func TestStoreTimeoutBoundsEveryStatement(t *testing.T) {
 }
 
 // TestStatementRetriedOnBrokenConnection breaks a pooled connection so that
-// its next statement fails before anything is sent, as on a connection
-// whose database restarted: the store runs the statement again on a new
+// its next statement fails before anything is sent (the driver says
+// driver.ErrBadConn): the store runs the statement again on a new
 // connection, and the caller never sees the failure.
 func TestStatementRetriedOnBrokenConnection(t *testing.T) {
 	t.Parallel()
