@@ -487,6 +487,28 @@ func waitForBlocked(t *testing.T, db *sql.DB, tx *sql.Tx) {
 	t.Fatal("no statement ever waited for the transaction's lock")
 }
 
+// lockTask locks the task's row in a transaction on a connection of its
+// own to url, for a test of statements that wait for it: commit or roll
+// back lock to let them go (the test's end rolls it back). other reaches
+// the same database, for waitForBlocked.
+func lockTask(t *testing.T, url, taskID string) (other *sql.DB, lock *sql.Tx) {
+	t.Helper()
+	other, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	lock, err = other.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Rollback() })
+	if _, err := lock.Exec(`SELECT FROM tasks WHERE id = $1 FOR UPDATE`, taskID); err != nil {
+		t.Fatal(err)
+	}
+	return other, lock
+}
+
 // waitFor polls cond for up to 10 s.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()

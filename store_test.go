@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net"
@@ -258,19 +257,7 @@ func TestCancelledRequestKeepsConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	other, err := sql.Open("pgx", url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	lock, err := other.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Rollback()
-	if _, err := lock.ExecContext(ctx, `SELECT FROM tasks WHERE id = $1 FOR UPDATE`, task.ID); err != nil {
-		t.Fatal(err)
-	}
+	other, lock := lockTask(t, url, task.ID)
 
 	reqCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -304,6 +291,15 @@ func TestCancelledRequestKeepsConnection(t *testing.T) {
 // serves again afterwards.
 func TestStoreTimeoutBoundsEveryStatement(t *testing.T) {
 	t.Parallel()
+	if testPooler {
+		// A statement stopped by its deadline makes the driver close its
+		// connection and send PostgreSQL a cancel request; PgBouncer before
+		// 1.21 (Debian 12 has 1.18) can exit on that cancel's answer
+		// ("server in bad state: 11", pgbouncer/pgbouncer#822, fixed by
+		// #927), and take the rest of the suite with it. The test runs
+		// against PostgreSQL itself in the main run.
+		t.Skip("PgBouncer before 1.21 can exit on the cancel request this test causes")
+	}
 	db, url := newTestDB(t, func(c *dbConfig) { c.MaxOpenConns, c.MaxIdleConns = 1, 1 })
 	const holdFor, waitFor = time.Second, 200 * time.Millisecond
 	holder := NewStore(db, holdFor, testTaskQuota)
@@ -315,19 +311,7 @@ func TestStoreTimeoutBoundsEveryStatement(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	other, err := sql.Open("pgx", url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	lock, err := other.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Rollback()
-	if _, err := lock.ExecContext(ctx, `SELECT FROM tasks WHERE id = $1 FOR UPDATE`, task.ID); err != nil {
-		t.Fatal(err)
-	}
+	other, lock := lockTask(t, url, task.ID)
 
 	type outcome struct {
 		err     error
@@ -377,6 +361,14 @@ func TestStoreTimeoutBoundsEveryStatement(t *testing.T) {
 // connection, and the caller never sees the failure.
 func TestStatementRetriedOnBrokenConnection(t *testing.T) {
 	t.Parallel()
+	if testPooler {
+		// The pooler's URL sets default_query_exec_mode=exec: the driver
+		// then prepares nothing, and reports a failed send only as the
+		// query's error, which neither database/sql nor the store may
+		// repeat. The retry is for the prepared statements of every other
+		// setting.
+		t.Skip("no retry to test with default_query_exec_mode=exec")
+	}
 	var breakNext atomic.Bool
 	db, _ := newTestDB(t, func(c *dbConfig) {
 		c.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
