@@ -121,17 +121,7 @@ func openStream(t testing.TB, base, path, token string, headers map[string]strin
 // body is left open, and its status.
 func dialStream(t testing.TB, base, path, token string, headers map[string]string) (*http.Response, int) {
 	t.Helper()
-	req, err := http.NewRequest("GET", base+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(newRequest(t, "GET", base+path, token, headers, ""))
 	if err != nil {
 		t.Fatal(err)
 	}

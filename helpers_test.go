@@ -380,8 +380,9 @@ func (e *testEnv) doWith(method, path, token string, headers map[string]string, 
 	return send(e.t, e.srv.Client(), method, e.srv.URL+path, token, headers, body)
 }
 
-// send makes one request and reads the whole response.
-func send(t testing.TB, client *http.Client, method, url, token string, headers map[string]string, body string) response {
+// newRequest makes a request with the bearer token (none when "") and the
+// headers.
+func newRequest(t testing.TB, method, url, token string, headers map[string]string, body string) *http.Request {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
@@ -393,7 +394,13 @@ func send(t testing.TB, client *http.Client, method, url, token string, headers 
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
-	resp, err := client.Do(req)
+	return req
+}
+
+// send makes one request and reads the whole response.
+func send(t testing.TB, client *http.Client, method, url, token string, headers map[string]string, body string) response {
+	t.Helper()
+	resp, err := client.Do(newRequest(t, method, url, token, headers, body))
 	if err != nil {
 		t.Fatal(err)
 	}
