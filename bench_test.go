@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime/metrics"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -84,6 +86,70 @@ func BenchmarkRoutes(b *testing.B) {
 			b.StartTimer()
 			serve(b, "DELETE", "/api/me/tasks/"+t.ID, "", http.StatusNoContent)
 		}
+	})
+}
+
+// BenchmarkRoutesParallel serves gets of 200 users' tasks from 128 requests
+// at once (64 per GOMAXPROCS; run it with -cpu 2), through the real handler
+// with every guard on and logging, as a busy instance does: 128 requests
+// share a pool of 4 connections, so most wait for one, and each garbage
+// collection has their stacks and objects to scan. gc-ms/kop is the CPU
+// the collector took per thousand requests, as the runtime estimates it;
+// compare GOGC=100 with taskapi's 200 (main.go, tuneGC), which the
+// benchmark, not calling run, takes from the environment.
+func BenchmarkRoutesParallel(b *testing.B) {
+	db, _ := newTestDB(b)
+	logOut := newLogWriter(io.Discard, 100*time.Millisecond)
+	defer logOut.Close()
+	logger := slog.New(slog.NewJSONHandler(logOut, nil))
+	store := NewStore(db, 5*time.Second, testTaskQuota)
+	h := newServer(logger, "test", store, NewVerifier(VerifierConfig{Secret: testSecret}, logger), guards{
+		rate:        newRateLimiter(1e6, 100),
+		concurrency: newUserGate(2, time.Second),
+		failedAuth:  newAddrLimiter(5, 50, ""),
+	}, newCursorCodec([]byte("k")), nil, nil)
+	type user struct{ auth, path string }
+	var users []user
+	for i := range 200 {
+		u := User{ID: fmt.Sprint("bench-", i)}
+		tok, err := mintToken(testSecret, u, "", "", time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t, err := store.CreateTask(context.Background(), u, NewTask{Title: "task", Priority: "medium", Tags: []string{"x"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		users = append(users, user{"Bearer " + tok, "/api/me/tasks/" + t.ID})
+	}
+	var next atomic.Int64
+	get := func() int {
+		u := users[next.Add(1)%int64(len(users))]
+		req := httptest.NewRequest("GET", u.path, nil)
+		req.Header.Set("Authorization", u.auth)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	for range 2 * len(users) { // every token verified once, the pool warm
+		get()
+	}
+	b.Run("get", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetParallelism(64)
+		gc := []metrics.Sample{{Name: "/cpu/classes/gc/total:cpu-seconds"}}
+		metrics.Read(gc)
+		before := gc[0].Value.Float64()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if code := get(); code != http.StatusOK {
+					b.Errorf("get: %d, want 200", code)
+					return
+				}
+			}
+		})
+		metrics.Read(gc)
+		b.ReportMetric((gc[0].Value.Float64()-before)*1e6/float64(b.N), "gc-ms/kop")
 	})
 }
 

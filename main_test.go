@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -38,6 +39,32 @@ func TestRunServesAndStops(t *testing.T) {
 	}
 	if _, err := http.Get("http://" + addr + "/healthz"); err == nil {
 		t.Error("still serving after shutdown")
+	}
+}
+
+// TestTuneGC checks the collector's setting: taskapi's own GOGC when the
+// environment sets none, the environment's when it does. Not parallel: the
+// setting is the process's.
+func TestTuneGC(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(old) })
+	if got := tuneGC(func(string) string { return "" }); got != "200" {
+		t.Errorf("no GOGC in the environment: tuneGC says %q, want \"200\"", got)
+	}
+	if p := debug.SetGCPercent(100); p != defaultGCPercent {
+		t.Errorf("no GOGC in the environment: GOGC is %d, want %d", p, defaultGCPercent)
+	}
+	env := func(k string) string {
+		if k == "GOGC" {
+			return "50"
+		}
+		return ""
+	}
+	if got := tuneGC(env); got != "50" {
+		t.Errorf("GOGC=50: tuneGC says %q, want \"50\"", got)
+	}
+	if p := debug.SetGCPercent(100); p != 100 {
+		t.Errorf("GOGC=50 in the environment: taskapi set GOGC to %d, want it left as it was", p)
 	}
 }
 
