@@ -200,17 +200,15 @@ const usage = `usage:
                            flags: -sub ID (default dev-user), -email E, -name N, -ttl D (default 1h)
   taskapi version          print the version`
 
-// runToken implements `taskapi token`.
-// defaultGCPercent is taskapi's GOGC when the environment sets none: the
-// garbage collector starts a cycle when the heap has grown by this percent
-// of what the last one left live. Go's own default, 100, suits a heap
-// that is large for its machine; taskapi's is a few megabytes, so under
-// load a cycle came every few hundred requests (the heap's goal is never
-// under 4 MB), and each cycle also scans the stacks of every request in
-// flight, which are deep with middleware. 200 makes a cycle half as
-// frequent for a few megabytes more memory (README, Performance). A
-// memory limit (GOMEMLIMIT) keeps the heap under the machine's memory
-// whatever it is.
+// defaultGCPercent is taskapi's GOGC when the environment sets none. The
+// garbage collector starts a cycle once the heap has grown by GOGC percent
+// over what the last cycle left live, with a floor of 4 MB × GOGC/100.
+// taskapi's live heap is about 2 MB, most of it what the requests in
+// flight hold, so at Go's default of 100 a busy instance collected every
+// few hundred requests, each cycle scanning those requests' objects and
+// stacks. 200 makes cycles less than half as frequent for a few megabytes
+// more (README, Performance); GOMEMLIMIT, where it is set, still bounds
+// the whole.
 const defaultGCPercent = 200
 
 // tuneGC sets GOGC to defaultGCPercent unless the environment set it (the
@@ -223,6 +221,7 @@ func tuneGC(getenv func(string) string) string {
 	return strconv.Itoa(defaultGCPercent)
 }
 
+// runToken implements `taskapi token`.
 func runToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	fs.SetOutput(stderr)
