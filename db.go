@@ -236,13 +236,13 @@ func serverKey(ctx context.Context, db *sql.DB, name string) ([]byte, error) {
 // with a deadline, but database/sql starts a goroutine for every query whose
 // context can end, to watch it, and pgx registers a callback on it: under
 // load, gets served about 7% more requests without them, and the slowest
-// answers took half as long (README, Performance). So the store bounds the statements of a
-// call in two parts, to the same deadline: the wait for a pooled connection
-// by a context, which costs neither (one context serves the waits that
-// begin within 10 ms), and the statements by a deadline on the connection's
-// socket. A read past it fails, and the driver closes the connection, which
-// is what it does when a context ends mid-statement too. The statements
-// themselves get a context that never ends.
+// answers took half as long (README, Performance). So the store bounds the
+// statements of a call in two parts, to the same deadline: the wait for a
+// pooled connection by a context, which costs neither (one context serves
+// the waits that begin within 10 ms), and the statements by a deadline on
+// the connection's socket. A read past it fails, and the driver closes the
+// connection, which is what it does when a context ends mid-statement too.
+// The statements themselves get a context that never ends.
 
 // stmtConn is a pooled connection taken for the statements of one call of
 // the store, with a deadline on its socket.
