@@ -80,7 +80,11 @@ func TestRunDevelopmentDatabase(t *testing.T) {
 	if !strings.HasPrefix(addr, "127.0.0.1:") {
 		t.Errorf("development mode listens on %s, want loopback only", addr)
 	}
-	// The printed curl line works as it is.
+	// The printed curl line works as it is. run prints it just after the
+	// listening line that startRun waits for, so it may not be there yet.
+	for end := time.Now().Add(5 * time.Second); !strings.Contains(stderr.String(), "Bearer ") && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	line := stderr.String()
 	start := strings.Index(line, "Bearer ")
 	if start < 0 {
