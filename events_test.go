@@ -365,10 +365,16 @@ func TestEventsClientStopsReading(t *testing.T) {
 	waitFor(t, func() bool { return e.hub.count("stalled") == 1 })
 	watcher := openStream(t, e.srv.URL, "/api/me/events", other, nil)
 
+	// Writes go on until the stream is let go: its socket's buffers fill
+	// after some tens of events, and the next write then waits for the
+	// write timeout. How many creates fit in that time depends on the
+	// machine, so the test bounds the wait in time, not in creates.
 	long := strings.Repeat("x", maxDescription)
+	deadline := time.Now().Add(15 * cfg.WriteTimeout)
 	for i := 0; e.hub.count("stalled") == 1; i++ {
-		if i == 2000 {
-			t.Fatal("2,000 events, and the stream of a client that reads none is still open")
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events over %v, and the stream of a client that reads none is still open; want it ended after its write timeout (%v)",
+				i, 15*cfg.WriteTimeout, cfg.WriteTimeout)
 		}
 		if res := e.do("POST", "/api/me/tasks", tok, fmt.Sprintf(`{"title":"unread %d","description":"%s"}`, i, long)); res.Status != 201 {
 			t.Fatalf("create %d: %d %s, want 201", i, res.Status, res.Body)
