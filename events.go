@@ -40,6 +40,10 @@ func handleEvents(logger *slog.Logger, store *Store, live *eventHub) http.Handle
 			return
 		}
 		u := userFrom(r.Context())
+		if name, ok := unknownParam(r.URL.Query(), isEventsParam); ok {
+			writeError(w, r, logger, badRequest("Unknown parameter %q; the accepted ones are since (or lastEventId) and ticket.", truncate(name, 50)))
+			return
+		}
 		since, resume, err := parseSince(r)
 		if err != nil {
 			writeError(w, r, logger, err)
@@ -369,13 +373,24 @@ func (s *sseWriter) close() {
 	s.conn.Close()
 }
 
+// isEventsParam reports whether name is a parameter of the event stream:
+// since, lastEventId (where EventSource polyfills put Last-Event-ID), or
+// ticket (ticket.go).
+func isEventsParam(name string) bool {
+	return name == "since" || name == "lastEventId" || name == "ticket"
+}
+
 // parseSince reads where a stream resumes: the Last-Event-ID header, which
-// an EventSource sends when it reconnects, or else ?since=. resume is false
-// when neither is given.
+// an EventSource sends when it reconnects, or else ?lastEventId=, where
+// polyfills send it, or else ?since=. resume is false when none is given.
 func parseSince(r *http.Request) (since int64, resume bool, err error) {
+	q := r.URL.Query()
 	v, name := r.Header.Get("Last-Event-ID"), "The Last-Event-ID header"
 	if v == "" {
-		v, name = r.URL.Query().Get("since"), "The since parameter"
+		v, name = q.Get("lastEventId"), "The lastEventId parameter"
+	}
+	if v == "" {
+		v, name = q.Get("since"), "The since parameter"
 	}
 	if v == "" {
 		return 0, false, nil

@@ -38,7 +38,7 @@ func newServer(logger *slog.Logger, version string, store *Store, verifier *Veri
 	// is logged as the 500 it becomes.
 	var h http.Handler = mux
 	h = problemRoutes(h, logger)
-	h = limitQuery(h, logger)
+	h = checkQuery(h, logger)
 	h = cors(h, corsOrigins)
 	h = secureHeaders(h)
 	h = recoverPanics(h, logger)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -18,8 +19,9 @@ import (
 )
 
 // problemRoutes answers the 404 and 405 responses of ServeMux itself, which
-// are plain text, with problem details instead. A response is the mux's own
-// when no pattern matched (r.Pattern is empty); a 405 keeps its Allow header.
+// are plain text, and its redirects to a clean path, with problem details
+// instead. A 404 or 405 is the mux's own when no pattern matched (r.Pattern
+// is empty); a 405 keeps its Allow header.
 func problemRoutes(next http.Handler, logger *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		next.ServeHTTP(&routeErrorWriter{ResponseWriter: w, r: r}, r)
@@ -34,17 +36,26 @@ type routeErrorWriter struct {
 }
 
 func (w *routeErrorWriter) WriteHeader(status int) {
-	if w.r.Pattern == "" && (status == http.StatusNotFound || status == http.StatusMethodNotAllowed) {
-		w.replaced = true
-		p := problem{Type: "about:blank", Title: http.StatusText(status), Status: status,
-			RequestID: requestIDFrom(w.r.Context()), Detail: "There is no such route; /openapi.json lists them all."}
-		if status == http.StatusMethodNotAllowed {
-			p.Detail = "The method " + truncate(w.r.Method, 20) + " is not allowed here; use " + w.Header().Get("Allow") + "."
-		}
-		writeProblem(w.ResponseWriter, p)
+	p := problem{Type: "about:blank", Title: http.StatusText(status), Status: status,
+		RequestID: requestIDFrom(w.r.Context()), Detail: "There is no such route; /openapi.json lists them all."}
+	switch {
+	case w.r.Pattern == "" && status == http.StatusNotFound:
+	case w.r.Pattern == "" && status == http.StatusMethodNotAllowed:
+		p.Detail = "The method " + truncate(w.r.Method, 20) + " is not allowed here; use " + w.Header().Get("Allow") + "."
+	case status == http.StatusMovedPermanently || status == http.StatusTemporaryRedirect || status == http.StatusPermanentRedirect:
+		// No handler redirects: this is the mux, which sends a path with an
+		// empty, "." or ".." segment to its clean form, with an HTML body
+		// (r.Pattern is then that path). An API client that built such a
+		// path has a bug (an empty user id, say) that a redirect hides.
+		w.Header().Del("Location")
+		p.Status, p.Title = http.StatusNotFound, http.StatusText(http.StatusNotFound)
+		p.Detail = "There is no such route: the path has an empty, \".\" or \"..\" segment; /openapi.json lists the routes."
+	default:
+		w.ResponseWriter.WriteHeader(status)
 		return
 	}
-	w.ResponseWriter.WriteHeader(status)
+	w.replaced = true
+	writeProblem(w.ResponseWriter, p)
 }
 
 func (w *routeErrorWriter) Write(b []byte) (int, error) {
@@ -103,13 +114,23 @@ func cors(next http.Handler, origins []string) http.Handler {
 // maxQueryBytes bounds the query string; a real one is far shorter.
 const maxQueryBytes = 8 << 10
 
-// limitQuery refuses a query string over maxQueryBytes with 400 before any
-// work is done on it.
-func limitQuery(next http.Handler, logger *slog.Logger) http.Handler {
+// checkQuery refuses, with 400 and before any work is done on it, a query
+// string over maxQueryBytes and one that does not parse: a bad escape
+// (%ZZ) or a semicolon, which url.Values would silently drop with
+// everything after it, so that a filter sent as ?completed=true; would
+// answer the whole list.
+func checkQuery(next http.Handler, logger *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if len(r.URL.RawQuery) > maxQueryBytes {
 			writeError(w, r, logger, badRequest("The query string is longer than %d bytes.", maxQueryBytes))
 			return
+		}
+		if r.URL.RawQuery != "" {
+			if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+				writeError(w, r, logger, badRequest("The query string does not parse: %s. Separate parameters with &, and escape %%, & and ; in values (%%25, %%26, %%3B).",
+					truncate(err.Error(), 100)))
+				return
+			}
 		}
 		next.ServeHTTP(w, r)
 	})

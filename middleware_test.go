@@ -216,3 +216,54 @@ func TestRequestLogIsBounded(t *testing.T) {
 		t.Errorf("a 4 KiB method logged %d bytes, want under 1 KiB", logged)
 	}
 }
+
+// TestQueryStringThatDoesNotParse checks that a query string url.Values
+// would drop part of (a semicolon, a bad escape) is a 400 on every route
+// that reads one, instead of an answer that ignores the filter.
+func TestQueryStringThatDoesNotParse(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	tok := e.token("qs")
+	createTask(t, e, tok, `{"title":"milk","completed":false}`)
+	for _, path := range []string{
+		"/api/me/tasks?completed=true;",
+		"/api/me/tasks?search=milk%ZZ",
+		"/api/me/tasks?status=completed;sort=title",
+		"/api/me/changes?since=0;limit=1",
+		"/api/me/tasks/stats?x=%",
+	} {
+		res := e.do("GET", path, tok, nil)
+		if res.Status != 400 {
+			t.Errorf("GET %s: %d %s, want 400", path, res.Status, res.Body)
+			continue
+		}
+		if p := res.problem(t); !strings.Contains(p.Detail, "does not parse") {
+			t.Errorf("GET %s: detail %q, want it to say the query string does not parse", path, p.Detail)
+		}
+	}
+	// Nothing was deleted by a bulk delete whose filter did not parse.
+	if res := e.do("DELETE", "/api/me/tasks?completed=true;", tok, nil); res.Status != 400 {
+		t.Errorf("DELETE /api/me/tasks?completed=true;: %d, want 400", res.Status)
+	}
+	if n := countTasks(t, e, tok); n != 1 {
+		t.Errorf("%d tasks after the refused bulk delete, want 1", n)
+	}
+}
+
+// TestUncleanPath checks that a path with an empty, "." or ".." segment,
+// which the mux would redirect with an HTML body, is a 404 in the problem
+// format: a client that sends one has built it wrong (an empty user id).
+func TestUncleanPath(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	tok := e.token("clean")
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, path := range []string{"/api/me//tasks", "/api//tasks", "/api/me/./tasks", "/api/me/tasks/x/../y"} {
+		res := send(t, client, "GET", e.srv.URL+path, tok, nil, "")
+		if res.Status != 404 || res.Header.Get("Location") != "" {
+			t.Errorf("GET %s: %d Location %q, want 404 with no Location", path, res.Status, res.Header.Get("Location"))
+			continue
+		}
+		res.problem(t)
+	}
+}
