@@ -51,12 +51,41 @@ const (
 const returnTaskSQL = `
 SELECT ` + taskColumns + ` FROM t, (SELECT count(*) FROM n) AS notified`
 
-// changesSQL reads up to $3 changes of the user $1 after position $2. The
-// task columns of a deletion are NULL; coalesce lets taskScanner read them.
-const changesSQL = `SELECT position, event, coalesce(ids::text[], '{}'),
+// changesSQL reads a page of the user $1's history after position $2: at
+// most $3 changes, and no more than fit in $4 bytes (see changeSizeSQL),
+// but always the first. Each row also says how many changes the page had
+// before the byte limit cut it (pending, at most $3). The task columns of a
+// deletion are NULL; coalesce lets taskScanner read them.
+const changesSQL = `SELECT position, event, pending, coalesce(ids::text[], '{}'),
        coalesce(id::text, ''), coalesce(title, ''), description, coalesce(completed, false), coalesce(priority, ''), due_date,
        coalesce(tags, '{}'), coalesce(created_at, changed_at), coalesce(updated_at, changed_at), coalesce(version, 0)
-  FROM task_changes WHERE user_id = $1 AND position > $2 ORDER BY position LIMIT $3`
+  FROM (SELECT *, sum(size) OVER (ORDER BY position) - size AS before, count(*) OVER () AS pending
+          FROM (SELECT *, ` + changeSizeSQL + ` AS size
+                  FROM task_changes WHERE user_id = $1 AND position > $2 ORDER BY position LIMIT $3) AS page
+       ) AS sized
+ WHERE before < $4 ORDER BY position`
+
+// changeSizeSQL is what a change holds in memory once read, in bytes: its
+// text, an id of a bulk delete as the 39 bytes of its JSON, and 300 for the
+// rest. A page's JSON is about as large; only text made of characters
+// that JSON escapes (<, >, &, controls) grows, up to six times.
+const changeSizeSQL = `300 + coalesce(octet_length(title), 0) + coalesce(octet_length(description), 0)
+                          + coalesce(octet_length(array_to_string(tags, '')), 0) + 20 * coalesce(cardinality(tags), 0)
+                          + 39 * coalesce(cardinality(ids), 0)`
+
+// changePageBytes bounds a page of history that a stream or a poll reads
+// at once (changesSQL), so that what a stream holds while a slow client
+// reads it is bounded in bytes whatever the changes, not only in rows.
+const changePageBytes = 64 << 10
+
+// changesAnswerBytes bounds an answer of GET /api/{user_id}/changes in bytes,
+// as its limit parameter bounds it in changes.
+const changesAnswerBytes = 256 << 10
+
+// maxBulkDeleteIDs is the most ids one tasks.deleted change holds: a bulk
+// delete of more tasks records several, so that no one change is larger
+// than about 10 KB of JSON (a user may have TASK_QUOTA tasks to delete).
+const maxBulkDeleteIDs = 250
 
 // changesBoundsSQL reads what bounds a resumable position: the highest
 // position swept, and the highest ever taken, for every user.
@@ -98,10 +127,22 @@ type Change struct {
 	IDs      []string // tasks.deleted
 }
 
-// Changes returns up to limit changes of the user after position since, in
-// order. reload is true when since cannot be resumed from: changes after it
-// may have been swept, or it is not a position this database gave out.
-func (s *Store) Changes(ctx context.Context, userID string, since int64, limit int) (changes []Change, reload bool, err error) {
+// changePage is a page of a user's history, oldest first.
+type changePage struct {
+	Changes []Change
+	// Pending is how many changes followed the position asked for, up to
+	// the page's row limit, before its byte limit cut the page.
+	Pending int
+	// More is true when changes may follow the page: it was cut by its
+	// byte limit, or filled its row limit.
+	More bool
+}
+
+// Changes returns a page of the user's changes after position since, in
+// order, of at most limit changes and about maxBytes (changesSQL). reload
+// is true when since cannot be resumed from: changes after it may have been
+// swept, or it is not a position this database gave out.
+func (s *Store) Changes(ctx context.Context, userID string, since int64, limit, maxBytes int) (page changePage, reload bool, err error) {
 	err = s.db.withConn(ctx, func(c stmtConn) error {
 		var swept, last int64
 		if err := c.QueryRow(changesBoundsSQL).Scan(&swept, &last); err != nil {
@@ -110,45 +151,45 @@ func (s *Store) Changes(ctx context.Context, userID string, since int64, limit i
 		if reload = since < swept || since > last; reload {
 			return nil
 		}
-		changes, err = readChanges(c, userID, since, limit)
+		page, err = readChanges(c, userID, since, limit, maxBytes)
 		return err
 	})
 	if err != nil {
-		return nil, false, dbError("read changes", err)
+		return changePage{}, false, dbError("read changes", err)
 	}
-	return changes, reload, nil
+	return page, reload, nil
 }
 
-// ChangesAfter returns up to limit changes of the user after position
-// since, in order.
-func (s *Store) ChangesAfter(ctx context.Context, userID string, since int64, limit int) (changes []Change, err error) {
+// ChangesAfter returns a page of the user's changes after position since,
+// as Changes does, without checking that since can be resumed from.
+func (s *Store) ChangesAfter(ctx context.Context, userID string, since int64, limit, maxBytes int) (page changePage, err error) {
 	err = s.db.withConn(ctx, func(c stmtConn) error {
-		changes, err = readChanges(c, userID, since, limit)
+		page, err = readChanges(c, userID, since, limit, maxBytes)
 		return err
 	})
 	if err != nil {
-		return nil, dbError("read changes", err)
+		return changePage{}, dbError("read changes", err)
 	}
-	return changes, nil
+	return page, nil
 }
 
-// readChanges reads up to limit changes of the user after since.
-func readChanges(c stmtConn, userID string, since int64, limit int) ([]Change, error) {
-	rows, err := c.Query(changesSQL, userID, since, limit)
+// readChanges reads a page of the user's changes after since.
+func readChanges(c stmtConn, userID string, since int64, limit, maxBytes int) (changePage, error) {
+	rows, err := c.Query(changesSQL, userID, since, limit, maxBytes)
 	if err != nil {
-		return nil, err
+		return changePage{}, err
 	}
 	defer rows.Close()
 	ts := newTaskScanner(userID)
-	changes := []Change{}
+	page := changePage{Changes: []Change{}}
 	for rows.Next() {
 		var (
 			c   Change
 			ids textArray
 		)
-		task, err := ts.scan(changeRow{rows, []any{&c.Position, &c.Event, &ids}})
+		task, err := ts.scan(changeRow{rows, []any{&c.Position, &c.Event, &page.Pending, &ids}})
 		if err != nil {
-			return nil, err
+			return changePage{}, err
 		}
 		switch c.Event {
 		case eventTaskCreated, eventTaskUpdated:
@@ -158,12 +199,13 @@ func readChanges(c stmtConn, userID string, since int64, limit int) ([]Change, e
 		case eventTasksDeleted:
 			c.IDs = ids
 		}
-		changes = append(changes, c)
+		page.Changes = append(page.Changes, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return changePage{}, err
 	}
-	return changes, nil
+	page.More = page.Pending == limit || len(page.Changes) < page.Pending
+	return page, nil
 }
 
 // changeRow reads a row of changesSQL: the change's own columns into
@@ -175,6 +217,23 @@ type changeRow struct {
 
 func (r changeRow) Scan(dest ...any) error {
 	return r.rows.Scan(append(r.extra, dest...)...)
+}
+
+// Resumable reports whether a stream of the user can resume after position
+// since: reload is true when it cannot, as Changes says it.
+func (s *Store) Resumable(ctx context.Context, userID string, since int64) (reload bool, err error) {
+	err = s.db.withConn(ctx, func(c stmtConn) error {
+		var swept, last int64
+		if err := c.QueryRow(changesBoundsSQL).Scan(&swept, &last); err != nil {
+			return err
+		}
+		reload = since < swept || since > last
+		return nil
+	})
+	if err != nil {
+		return false, dbError("read changes", err)
+	}
+	return reload, nil
 }
 
 // LastPosition returns the user's latest position, or 0.

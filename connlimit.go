@@ -5,10 +5,12 @@
 package main
 
 import (
+	"errors"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 )
 
 // connLimiter is a listener that keeps at most max connections open. At
@@ -40,6 +42,16 @@ func maxConnsFor(openFiles uint64) int {
 		return int(openFiles / 2)
 	}
 	return int(min(openFiles-256, 20_000))
+}
+
+// maxStreamsFor returns the most event streams an instance with a limit of
+// maxConns connections may hold: three in four. A stream holds its
+// connection for as long as it lasts and is never idle, so the connection
+// limit cannot make room by closing one; the quarter left keeps the
+// instance answering its health checks and ordinary requests when streams
+// come in numbers.
+func maxStreamsFor(maxConns int) int {
+	return max(1, maxConns-maxConns/4)
 }
 
 func newConnLimiter(ln net.Listener, max int) *connLimiter {
@@ -154,6 +166,15 @@ func (c *limitedConn) SetWriteBuffer(bytes int) error {
 		return tc.SetWriteBuffer(bytes)
 	}
 	return nil
+}
+
+// SyscallConn gives the connection's socket, as net.TCPConn's does, for
+// options that net does not set (setUserTimeout).
+func (c *limitedConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
 }
 
 func (c *limitedConn) Close() error {

@@ -11,24 +11,28 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// replayPage is how many changes a stream or a poll reads at once.
+// replayPage is the most changes a stream reads at once; a page is also
+// bounded in bytes (changePageBytes).
 const replayPage = 500
 
 // handleEvents answers GET /api/{user_id}/events with the caller's changes
 // as server-sent events, until the token (or ticket) expires, the client
-// leaves, or the instance shuts down. With Last-Event-ID (or ?since=) it
-// first replays every change after that position; without, it starts from
-// now. A position too old to resume from gets a reload event, as does a
-// stream that falls more than EVENTS_BUFFER changes behind, which then ends.
+// leaves or sends anything, or the instance shuts down. With Last-Event-ID
+// (or ?since=) it first replays every change after that position; without,
+// it starts from now. A position too old to resume from gets a reload
+// event, as does a stream that falls more than EVENTS_BUFFER changes
+// behind, which then ends. HEAD gets the headers alone, and holds nothing.
 //
 // Once the headers are sent, the stream takes the connection over from
 // net/http (see hijackStream) and goes on in a goroutine of its own, so that
@@ -49,19 +53,39 @@ func handleEvents(logger *slog.Logger, store *Store, live *eventHub) http.Handle
 			writeError(w, r, logger, err)
 			return
 		}
+		// A token accepted within the clock leeway has expired all the
+		// same: a stream would end at once, and the client would retry
+		// with it at once.
+		until := streamUntil(r.Context())
+		if !until.After(time.Now()) {
+			writeError(w, r, logger, fmt.Errorf("%w: %w", errInvalidToken, errNoStreamWindow))
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Accel-Buffering", "no") // tell nginx-like proxies not to buffer
+		if r.Method == http.MethodHead {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
 		sub, err := live.subscribe(u.ID)
-		if err != nil {
+		switch {
+		case errors.Is(err, errHubClosed):
+			writeError(w, r, logger, fmt.Errorf("%w: the instance is shutting down", ErrUnavailable))
+			return
+		case err != nil:
 			writeError(w, r, logger, &rateLimitedError{retryAfter: time.Second})
 			return
 		}
 		st := &stream{logger: logger, store: store, live: live, userID: u.ID, sub: sub,
-			requestID: requestIDFrom(r.Context()), until: streamUntil(r.Context())}
+			requestID: requestIDFrom(r.Context()), until: until, resume: resume}
 
-		// The first read comes before the headers, so that a database
-		// that does not answer is a 503, not an empty stream.
+		// Where the stream starts is read before the headers, so that a
+		// database that does not answer is a 503, not an empty stream.
 		if resume {
-			st.backlog, st.reload, err = store.Changes(r.Context(), u.ID, since, replayPage)
 			st.last = since
+			st.reload, err = store.Resumable(r.Context(), u.ID, since)
 		} else {
 			st.last, err = store.LastPosition(r.Context(), u.ID)
 		}
@@ -70,29 +94,26 @@ func handleEvents(logger *slog.Logger, store *Store, live *eventHub) http.Handle
 			writeError(w, r, logger, err)
 			return
 		}
-		h := w.Header()
-		h.Set("Content-Type", "text/event-stream")
-		h.Set("Cache-Control", "no-store")
-		h.Set("X-Accel-Buffering", "no") // tell nginx-like proxies not to buffer
-		if out, ctx, ok := hijackStream(w, r, live); ok {
-			live.running.Add(1)
-			go func() {
-				defer live.running.Done()
-				st.run(ctx, out)
-			}()
+		out, ctx, err := hijackStream(w, r, live.cfg.WriteTimeout)
+		if err != nil {
+			live.unsubscribe(u.ID, sub)
+			writeError(w, r, logger, err)
 			return
 		}
-		// The connection cannot be taken over (HTTP/2, HTTP/1.0): the
-		// stream runs in the handler, through net/http.
-		rc := http.NewResponseController(w)
-		rc.SetReadDeadline(time.Time{}) // the server's ReadTimeout would end the stream
-		w.WriteHeader(http.StatusOK)
-		st.run(r.Context(), &sseWriter{w: w, rc: rc, timeout: live.cfg.WriteTimeout, bufs: live.bufs})
+		go func() {
+			// A panic here is outside net/http's and recoverPanics' reach:
+			// it would end the process.
+			defer func() {
+				if v := recover(); v != nil {
+					logger.Error("event stream panicked", "request_id", st.requestID, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				}
+			}()
+			st.run(ctx, out)
+		}()
 	})
 }
 
-// stream is one open event stream: whose, where it is, and what it has yet
-// to send before it goes live.
+// stream is one open event stream: whose, where it is, and until when.
 type stream struct {
 	logger    *slog.Logger
 	store     *Store
@@ -102,21 +123,22 @@ type stream struct {
 	requestID string
 	until     time.Time // when the token or ticket's authorization ends
 
-	sent    int      // events sent
-	last    int64    // the position of the last change sent (or skipped)
-	backlog []Change // changes to replay first
-	reload  bool     // the position asked for is too old: send reload and end
+	sent   int   // events sent
+	last   int64 // the position of the last change sent (or skipped)
+	resume bool  // replay the changes after last first
+	reload bool  // the position asked for is too old: send reload and end
 }
 
 // run sends the stream's events until ctx ends (the client left), the
 // authorization expires, the hub closes, or the stream ends itself; then it
-// unsubscribes, closes out, and logs the stream's end (the request's line
-// was logged when it began).
+// closes out, logs the stream's end (the request's line was logged when it
+// began), and unsubscribes: the hub counts the stream until its connection
+// is closed.
 func (st *stream) run(ctx context.Context, out *sseWriter) {
+	defer st.live.unsubscribe(st.userID, st.sub)
+	defer out.close()
 	began := time.Now()
 	defer func() {
-		st.live.unsubscribe(st.userID, st.sub)
-		out.close()
 		st.logger.LogAttrs(ctx, slog.LevelInfo, "event stream ended",
 			slog.Float64("duration_s", time.Since(began).Round(time.Millisecond).Seconds()),
 			slog.Int("events", st.sent),
@@ -130,20 +152,8 @@ func (st *stream) run(ctx context.Context, out *sseWriter) {
 		st.sendReload(ctx, out)
 		return
 	}
-	backlog := st.backlog
-	st.backlog = nil
-	for len(backlog) > 0 {
-		if !st.send(out, backlog) {
-			return
-		}
-		if len(backlog) < replayPage {
-			break
-		}
-		var err error
-		if backlog, err = st.store.ChangesAfter(ctx, st.userID, st.last, replayPage); err != nil {
-			st.logger.Warn("live updates: replay", "request_id", st.requestID, "err", err)
-			return
-		}
+	if st.resume && !st.catchUp(ctx, out, false) {
+		return
 	}
 
 	heartbeat := time.NewTicker(st.live.cfg.Heartbeat)
@@ -163,33 +173,60 @@ func (st *stream) run(ctx context.Context, out *sseWriter) {
 				return
 			}
 		case <-st.sub.wake:
-			changes, err := st.live.changesAfter(ctx, st.store, st.userID, st.last, st.live.cfg.Buffer+1)
-			if err != nil {
-				if ctx.Err() == nil {
-					st.logger.Warn("live updates: catch up", "request_id", st.requestID, "err", err)
-				}
-				return // the client reconnects with Last-Event-ID
-			}
-			if len(changes) > st.live.cfg.Buffer {
-				st.sendReload(ctx, out)
-				return
-			}
-			if !st.send(out, changes) {
+			if !st.catchUp(ctx, out, true) {
 				return
 			}
 		}
 	}
 }
 
+// catchUp sends the changes after the last one sent, a page at a time: a
+// page is read once the one before it is written, and only with room in
+// the instance's page budget (eventHub.takePage), so that what a stream
+// holds for a slow client is one page, and what all streams hold is
+// bounded too. Woken by a change (live), a stream that finds itself more
+// than EVENTS_BUFFER changes behind gets reload instead. It reports whether
+// the stream goes on.
+func (st *stream) catchUp(ctx context.Context, out *sseWriter, live bool) bool {
+	limit := replayPage
+	if live {
+		limit = st.live.cfg.Buffer + 1
+	}
+	for {
+		if !st.live.takePage(ctx, st.until) {
+			return false
+		}
+		page, err := st.live.changesAfter(ctx, st.store, st.userID, st.last, limit)
+		if err != nil {
+			st.live.givePage()
+			if ctx.Err() == nil {
+				st.logger.Warn("live updates: catch up", "request_id", st.requestID, "err", err)
+			}
+			return false // the client reconnects with Last-Event-ID
+		}
+		if live && page.Pending > st.live.cfg.Buffer {
+			st.live.givePage()
+			st.sendReload(ctx, out)
+			return false
+		}
+		ok := st.send(ctx, out, page.Changes)
+		st.live.givePage()
+		if !ok || !page.More {
+			return ok
+		}
+	}
+}
+
 // send writes the changes after the last one sent, and says whether the
-// stream goes on.
-func (st *stream) send(out *sseWriter, changes []Change) bool {
+// stream goes on. Between two events it checks that the stream may go on:
+// a long replay must not outlive the token, the client or the instance.
+func (st *stream) send(ctx context.Context, out *sseWriter, changes []Change) bool {
 	for i := range changes {
 		c := &changes[i]
 		if c.Position <= st.last {
 			continue
 		}
-		if out.change(c) != nil {
+		if st.over(ctx) || out.change(c) != nil {
 			return false
 		}
 		st.sent++
@@ -199,6 +236,17 @@ func (st *stream) send(out *sseWriter, changes []Change) bool {
 		}
 	}
 	return true
+}
+
+// over reports whether the stream must end: the client left, the
+// authorization expired, or the instance is shutting down.
+func (st *stream) over(ctx context.Context) bool {
+	select {
+	case <-st.live.done:
+		return true
+	default:
+	}
+	return ctx.Err() != nil || !time.Now().Before(st.until)
 }
 
 // sendReload tells the client to fetch its list again and resume from the
@@ -212,52 +260,58 @@ func (st *stream) sendReload(ctx context.Context, out *sseWriter) {
 }
 
 // hijackStream takes the connection of an event stream over from net/http
-// and sends the response's status and headers on it, chunked as net/http
-// would send them. net/http keeps, for each connection it serves, buffers
-// of several kilobytes, a goroutine that reads ahead, and the handler's
+// and sends the response's status and headers on it: chunked for HTTP/1.1,
+// as net/http would send them, and until the connection closes for
+// HTTP/1.0. net/http keeps, for each connection it serves, buffers of
+// several kilobytes, a goroutine that reads ahead, and the handler's
 // goroutine, deep in the middleware: most of an idle stream's memory. A
 // taken-over stream has a goroutine that writes, with a shallow stack, one
 // that waits for the client to leave, and borrows a buffer for each write.
-// The returned context ends when the client closes the connection. ok is
-// false when the connection cannot be taken over; then nothing was written.
-func hijackStream(w http.ResponseWriter, r *http.Request, live *eventHub) (out *sseWriter, ctx context.Context, ok bool) {
-	if !r.ProtoAtLeast(1, 1) || r.Method != http.MethodGet {
-		return nil, nil, false
-	}
-	conn, _, err := http.NewResponseController(w).Hijack()
+// The returned context ends when the client closes the connection or sends
+// anything: the request has been read, and a client of a stream has nothing
+// more to say (a pipelined request would never be answered).
+func hijackStream(w http.ResponseWriter, r *http.Request, writeTimeout time.Duration) (out *sseWriter, ctx context.Context, err error) {
+	conn, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		return nil, nil, false
+		return nil, nil, fmt.Errorf("take the stream's connection over: %w", err)
 	}
 	// The kernel would let up to megabytes queue for a client that stops
 	// reading before a write waits: a small send buffer lets such a
-	// client go after a few events and the write timeout.
+	// client go after a few events and the write timeout. A client whose
+	// network is gone acknowledges nothing, and heartbeats would sit in
+	// even a small buffer for the kernel's 15 minutes of retransmissions:
+	// the user timeout closes the connection once sent data has gone
+	// unacknowledged for the write timeout.
 	if c, ok := conn.(interface{ SetWriteBuffer(int) error }); ok {
 		c.SetWriteBuffer(streamSendBuffer)
 	}
-	out = &sseWriter{conn: conn, timeout: live.cfg.WriteTimeout, bufs: live.bufs}
+	setUserTimeout(conn, writeTimeout)
+	chunked := r.ProtoAtLeast(1, 1)
+	out = &sseWriter{conn: conn, chunked: chunked, timeout: writeTimeout}
 	h := w.Header()
 	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-	h.Set("Transfer-Encoding", "chunked")
 	h.Set("Connection", "close") // the stream's end is the connection's
-	buf := live.bufs.get()
-	*buf = append(*buf, "HTTP/1.1 200 OK\r\n"...)
-	*buf = appendHeader(*buf, h)
-	*buf = append(*buf, "\r\n"...)
-	out.send(*buf)
-	live.bufs.put(buf)
-	// The request has been read: anything more from the client, or its
-	// end, means it is gone.
+	b := make([]byte, 0, 512)
+	if chunked {
+		h.Set("Transfer-Encoding", "chunked")
+		b = append(b, "HTTP/1.1 200 OK\r\n"...)
+	} else {
+		b = append(b, "HTTP/1.0 200 OK\r\n"...)
+	}
+	b = appendHeader(b, h)
+	b = append(b, "\r\n"...)
+	out.send(b)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	if rw.Reader.Buffered() > 0 {
+		cancel() // the client sent more than its request
+		return out, ctx, nil
+	}
 	go func() {
 		defer cancel()
 		var b [1]byte
-		for {
-			if _, err := conn.Read(b[:]); err != nil {
-				return
-			}
-		}
+		conn.Read(b[:]) // returns once the client sends a byte, or leaves
 	}()
-	return out, ctx, true
+	return out, ctx, nil
 }
 
 // appendHeader appends h in wire format, each line ending in CRLF.
@@ -273,17 +327,17 @@ func appendHeader(b []byte, h http.Header) []byte {
 	return b
 }
 
-// sseWriter writes server-sent events, each sent at once and within its
-// own write deadline, so that a client that stops reading is let go after
-// timeout. It writes chunks on a taken-over connection, or else through
-// net/http's response writer.
+// sseWriter writes server-sent events on a taken-over connection, each sent
+// at once and within its own write deadline, so that a client that stops
+// reading is let go after timeout. Each event is a chunk when chunked
+// (HTTP/1.1); for HTTP/1.0 the body is the bytes until the connection
+// closes.
 type sseWriter struct {
-	conn    net.Conn // the connection, taken over; nil when w is used
-	w       http.ResponseWriter
-	rc      *http.ResponseController
+	conn    net.Conn
+	chunked bool
 	timeout time.Duration
-	bufs    *bodyBuffers
-	failed  error // the first write error: the stream is over
+	buf     []byte // the frame being written; kept only while small
+	failed  error  // the first write error: the stream is over
 }
 
 // change writes one change as an event.
@@ -320,37 +374,42 @@ func (s *sseWriter) comment(text string) error {
 // streamSendBuffer is the kernel's send buffer for a stream's connection.
 const streamSendBuffer = 32 << 10
 
+// keptFrameBuffer is the largest frame buffer a stream keeps between
+// writes; a larger one (a bulk delete's event) is let go once written.
+const keptFrameBuffer = 4 << 10
+
 // chunkHead is room for a chunk's size in hex and CRLF, before its data.
 const chunkHead = 10
 
-// frame writes what fill appends in one write: on a taken-over connection
-// as one chunk (size in hex, CRLF, data, CRLF).
+// frame writes what fill appends in one write: when chunked, as one chunk
+// (size in hex, CRLF, data, CRLF).
 func (s *sseWriter) frame(fill func([]byte) []byte) error {
 	if s.failed != nil {
 		return s.failed
 	}
-	buf := s.bufs.get()
-	defer s.bufs.put(buf)
-	if s.conn == nil {
-		*buf = fill(*buf)
-		b := *buf
-		s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
-		if _, err := s.w.Write(b); err != nil {
-			s.failed = err
-			return err
-		}
-		s.failed = s.rc.Flush()
-		return s.failed
+	if !s.chunked {
+		s.buf = fill(s.buf[:0])
+		err := s.send(s.buf)
+		s.trim()
+		return err
 	}
-	*buf = fill(append(*buf, make([]byte, chunkHead)...))
-	b := *buf
+	b := fill(append(s.buf[:0], make([]byte, chunkHead)...))
 	size := len(b) - chunkHead
 	head := strconv.AppendInt(b[:0:0], int64(size), 16)
 	head = append(head, "\r\n"...)
 	start := chunkHead - len(head)
 	copy(b[start:], head)
-	*buf = append(b, "\r\n"...)
-	return s.send((*buf)[start:])
+	s.buf = append(b, "\r\n"...)
+	err := s.send(s.buf[start:])
+	s.trim()
+	return err
+}
+
+// trim lets go of a frame buffer grown large.
+func (s *sseWriter) trim() {
+	if cap(s.buf) > keptFrameBuffer {
+		s.buf = nil
+	}
 }
 
 // send writes b on the taken-over connection within the write timeout.
@@ -363,13 +422,12 @@ func (s *sseWriter) send(b []byte) error {
 	return s.failed
 }
 
-// close ends the stream: on a taken-over connection, with the last chunk,
-// and then closes the connection.
+// close ends the stream: when chunked, with the last chunk; then it closes
+// the connection.
 func (s *sseWriter) close() {
-	if s.conn == nil {
-		return
+	if s.chunked {
+		s.send([]byte("0\r\n\r\n"))
 	}
-	s.send([]byte("0\r\n\r\n"))
 	s.conn.Close()
 }
 
@@ -404,8 +462,9 @@ func parseSince(r *http.Request) (since int64, resume bool, err error) {
 
 // handleChanges answers GET /api/{user_id}/changes?since=&limit= with the
 // caller's changes after since (default 0), oldest first, at most limit (1
-// to maxLimit, default defaultChangesLimit): {"changes": [...], "next":
-// position}. A client polls again with since=next. A position too old to
+// to maxLimit, default defaultChangesLimit) and about changesAnswerBytes:
+// {"changes": [...], "next": position}. A client polls again with
+// since=next. A position too old to
 // resume from gets {"changes": [], "next": <latest>, "reload": true}:
 // refetch the list, then poll from next.
 func handleChanges(logger *slog.Logger, store *Store, bufs *bodyBuffers) http.Handler {
@@ -426,7 +485,7 @@ func handleChanges(logger *slog.Logger, store *Store, bufs *bodyBuffers) http.Ha
 			writeError(w, r, logger, err)
 			return
 		}
-		changes, reload, err := store.Changes(r.Context(), u.ID, since, limit)
+		page, reload, err := store.Changes(r.Context(), u.ID, since, limit, changesAnswerBytes)
 		next := since
 		if err == nil && reload {
 			next, err = store.LastPosition(r.Context(), u.ID)
@@ -435,6 +494,7 @@ func handleChanges(logger *slog.Logger, store *Store, bufs *bodyBuffers) http.Ha
 			writeError(w, r, logger, err)
 			return
 		}
+		changes := page.Changes
 		if len(changes) > 0 {
 			next = changes[len(changes)-1].Position
 		}

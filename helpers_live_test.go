@@ -31,12 +31,30 @@ type liveEnv struct {
 	listenApp string // the application_name of the hub's LISTEN connection
 }
 
+// liveOptions change what newLiveEnvWith starts.
+type liveOptions struct {
+	// handler wraps the log handler, when set.
+	handler func(slog.Handler) slog.Handler
+	// server is called with the server before it starts, when set.
+	server func(*httptest.Server)
+}
+
 // newLiveEnv starts the API with a hub listening on the test database.
 func newLiveEnv(t *testing.T, cfg eventsConfig) *liveEnv {
 	t.Helper()
+	return newLiveEnvWith(t, cfg, liveOptions{})
+}
+
+// newLiveEnvWith is newLiveEnv with options.
+func newLiveEnvWith(t *testing.T, cfg eventsConfig, opts liveOptions) *liveEnv {
+	t.Helper()
 	db, url := newTestDB(t)
 	logs := &syncBuffer{}
-	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var handler slog.Handler = slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})
+	if opts.handler != nil {
+		handler = opts.handler(handler)
+	}
+	logger := slog.New(handler)
 	store := NewStore(db, 5*time.Second, testTaskQuota)
 	verifier := NewVerifier(VerifierConfig{Secret: testSecret}, logger)
 	hub := newEventHub(cfg, newTicketCodec([]byte("test events key")))
@@ -44,7 +62,11 @@ func newLiveEnv(t *testing.T, cfg eventsConfig) *liveEnv {
 	if err := hub.listen(context.Background(), withParam(testListenURL(url), "application_name", app), logger); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(newServer(logger, "test", store, verifier, guards{}, newCursorCodec([]byte("k")), nil, hub))
+	srv := httptest.NewUnstartedServer(newServer(logger, "test", store, verifier, guards{}, newCursorCodec([]byte("k")), nil, hub))
+	if opts.server != nil {
+		opts.server(srv)
+	}
+	srv.Start()
 	t.Cleanup(srv.Close)
 	t.Cleanup(hub.close) // runs first: streams end, so that srv.Close does not wait for them
 	return &liveEnv{testEnv: &testEnv{t: t, srv: srv, db: db, store: store, verifier: verifier, logs: logs, secret: testSecret},

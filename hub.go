@@ -36,6 +36,15 @@ type eventsConfig struct {
 // errTooManyStreams is a stream past EVENTS_MAX_PER_USER or EVENTS_MAX_STREAMS.
 var errTooManyStreams = errors.New("too many event streams")
 
+// errHubClosed is a stream that would open while the instance shuts down.
+var errHubClosed = errors.New("live updates are closed")
+
+// maxPagesInFlight is the most pages of history the streams of an instance
+// hold at once, each at most changePageBytes and one change: about 20 MB in
+// all, whatever the number of streams and however slowly their clients
+// read. A stream waits for room before it reads a page.
+const maxPagesInFlight = 256
+
 // eventHub knows the open streams of this instance, by user, and wakes
 // those of a user when the listener hears of a change of theirs. A wake-up
 // never blocks: each stream has room for one pending wake-up, which stands
@@ -44,15 +53,19 @@ type eventHub struct {
 	cfg     eventsConfig
 	tickets ticketCodec
 
-	mu    sync.Mutex
-	users map[string]*userStreams
-	total int
+	mu     sync.Mutex
+	users  map[string]*userStreams
+	total  int
+	closed bool // set by close: no stream subscribes after it
 
-	bufs      *bodyBuffers   // for the streams' writes
-	running   sync.WaitGroup // streams that run on connections taken over
-	reads     atomic.Int64   // history reads made for woken streams
-	listening atomic.Bool    // the LISTEN connection is up
-	done      chan struct{}  // closed by close: every stream ends
+	// running counts the subscribed streams, from subscribe to
+	// unsubscribe: closeAndWait waits for them. Add is only called under
+	// mu while not closed, so that none comes after the Wait.
+	running   sync.WaitGroup
+	pages     chan struct{} // one for each page of history a stream holds
+	reads     atomic.Int64  // history reads made for woken streams
+	listening atomic.Bool   // the LISTEN connection is up
+	done      chan struct{} // closed by close: every stream ends
 	closeOnce sync.Once
 }
 
@@ -75,26 +88,31 @@ type userStreams struct {
 // sharedRead is one read of a user's history, made once for every stream of
 // the user that asks for the same changes.
 type sharedRead struct {
-	heard   uint64
-	after   int64
-	limit   int
-	done    chan struct{} // closed when changes and err are set
-	changes []Change      // shared: read only
-	err     error
+	heard uint64
+	after int64
+	limit int
+	done  chan struct{} // closed when page and err are set
+	page  changePage    // shared: read only
+	err   error
 }
 
 // newEventHub returns a hub with no streams, not yet listening (see listen).
 func newEventHub(cfg eventsConfig, tickets ticketCodec) *eventHub {
-	return &eventHub{cfg: cfg, tickets: tickets, users: map[string]*userStreams{}, bufs: newBodyBuffers(),
-		done: make(chan struct{})}
+	return &eventHub{cfg: cfg, tickets: tickets, users: map[string]*userStreams{},
+		pages: make(chan struct{}, maxPagesInFlight), done: make(chan struct{})}
 }
 
-// subscribe registers a stream of userID, or returns errTooManyStreams. A
-// stream subscribes before it reads the history, so that no change can fall
-// between the two.
+// subscribe registers a stream of userID, or returns errTooManyStreams, or
+// errHubClosed once the hub is closed. A stream subscribes before it reads
+// the history, so that no change can fall between the two, and it is
+// counted from then on, so that closeAndWait waits for it whatever it is
+// doing.
 func (h *eventHub) subscribe(userID string) (*subscription, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.closed {
+		return nil, errHubClosed
+	}
 	us := h.users[userID]
 	if h.total >= h.cfg.MaxStreams || us != nil && len(us.subs) >= h.cfg.PerUser {
 		return nil, errTooManyStreams
@@ -106,6 +124,7 @@ func (h *eventHub) subscribe(userID string) (*subscription, error) {
 	s := &subscription{wake: make(chan struct{}, 1)}
 	us.subs[s] = struct{}{}
 	h.total++
+	h.running.Add(1)
 	return s, nil
 }
 
@@ -125,6 +144,7 @@ func (h *eventHub) unsubscribe(userID string, s *subscription) {
 		delete(h.users, userID)
 	}
 	h.total--
+	h.running.Done()
 }
 
 // count returns the number of open streams, of userID or, for "", of all.
@@ -168,14 +188,15 @@ func (us *userStreams) wake() {
 	}
 }
 
-// changesAfter returns userID's changes after position after, at most
-// limit, oldest first, as Store.ChangesAfter does; the caller is a
-// subscribed stream, and must not change the slice. The streams of a user
-// woken by one notification ask for the same changes at about the same
-// time, and share one read: a change costs one query per instance, not one
-// per stream. A read is shared only until the next notification for the
-// user, so it holds every change the streams sharing it have heard of.
-func (h *eventHub) changesAfter(ctx context.Context, store *Store, userID string, after int64, limit int) ([]Change, error) {
+// changesAfter returns a page of userID's changes after position after, of
+// at most limit changes and changePageBytes, as Store.ChangesAfter does;
+// the caller is a subscribed stream, and must not change the page. The
+// streams of a user woken by one notification ask for the same changes at
+// about the same time, and share one read: a change costs one query per
+// instance, not one per stream. A read is shared only until the next
+// notification for the user, so it holds every change the streams sharing
+// it have heard of.
+func (h *eventHub) changesAfter(ctx context.Context, store *Store, userID string, after int64, limit int) (changePage, error) {
 	h.mu.Lock()
 	us := h.users[userID] // there while the caller is subscribed
 	rd := us.read
@@ -186,18 +207,42 @@ func (h *eventHub) changesAfter(ctx context.Context, store *Store, userID string
 		h.reads.Add(1)
 		// The read serves other streams too: it does not end when this
 		// stream's client leaves.
-		rd.changes, rd.err = store.ChangesAfter(ctx, userID, after, limit)
+		rd.page, rd.err = store.ChangesAfter(context.WithoutCancel(ctx), userID, after, limit, changePageBytes)
 		close(rd.done)
 	} else {
 		h.mu.Unlock()
 	}
 	select {
 	case <-rd.done:
-		return rd.changes, rd.err
+		return rd.page, rd.err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return changePage{}, ctx.Err()
 	}
 }
+
+// takePage waits for room for one more page of history in the instance's
+// budget (maxPagesInFlight), until ctx ends, the hub closes, or until; it
+// reports whether it got it. givePage gives the room back.
+func (h *eventHub) takePage(ctx context.Context, until time.Time) bool {
+	select {
+	case h.pages <- struct{}{}:
+		return true
+	default:
+	}
+	expiry := time.NewTimer(time.Until(until))
+	defer expiry.Stop()
+	select {
+	case h.pages <- struct{}{}:
+		return true
+	case <-ctx.Done():
+	case <-h.done:
+	case <-expiry.C:
+	}
+	return false
+}
+
+// givePage gives back the room takePage took.
+func (h *eventHub) givePage() { <-h.pages }
 
 // poke leaves a wake-up unless one is pending already.
 func (s *subscription) poke() {
@@ -211,11 +256,14 @@ func (s *subscription) poke() {
 // otherwise hold their connections until the shutdown timeout. Clients
 // reconnect, with Last-Event-ID, to another instance.
 func (h *eventHub) close() {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
 	h.closeOnce.Do(func() { close(h.done) })
 }
 
-// closeAndWait closes the hub and waits for the streams that run on
-// connections taken over from net/http to end.
+// closeAndWait closes the hub and waits for every stream to end, those
+// still opening too: each ends within one write once the hub is closed.
 func (h *eventHub) closeAndWait() {
 	h.close()
 	h.running.Wait()

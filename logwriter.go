@@ -8,6 +8,7 @@ package main
 
 import (
 	"io"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -15,8 +16,15 @@ import (
 // logBatch is the size at which a batch of log lines is written at once.
 const logBatch = 32 << 10
 
+// logMaxPending bounds what waits to be written: when the output stalls (a
+// full pipe, a log collector that stopped reading), lines past it are
+// dropped, and counted, rather than held without bound or making requests
+// wait. Once the output takes writes again, a line says how many were lost.
+const logMaxPending = 4 << 20
+
 // logWriter is an io.Writer that collects what it is given and writes it to
-// out in batches. It is safe for concurrent use; each Write stays whole. A
+// out in batches. It is safe for concurrent use; each Write stays whole, or
+// is dropped whole when logMaxPending is waiting already. A
 // batch is written outside the lock that Writes take, from a buffer swapped
 // out under it, so that requests never wait for a write system call.
 type logWriter struct {
@@ -25,6 +33,7 @@ type logWriter struct {
 	spare   []byte // the other buffer, while not being written; guarded by outMu
 	closed  bool   // after Close, every Write goes straight to out
 	closing bool   // Close has begun
+	dropped int    // lines dropped since the last batch, past logMaxPending
 
 	outMu sync.Mutex // one write to out at a time, in order
 	out   io.Writer
@@ -66,6 +75,11 @@ func (l *logWriter) Write(p []byte) (int, error) {
 		defer l.outMu.Unlock()
 		return l.out.Write(p)
 	}
+	if len(l.buf)+len(p) > logMaxPending {
+		l.dropped++
+		l.mu.Unlock()
+		return len(p), nil
+	}
 	l.buf = append(l.buf, p...)
 	if len(l.buf) >= logBatch {
 		select {
@@ -84,13 +98,31 @@ func (l *logWriter) Flush() error {
 	l.mu.Lock()
 	batch := l.buf
 	l.buf = l.spare[:0]
+	dropped := l.dropped
+	l.dropped = 0
 	l.mu.Unlock()
-	l.spare = batch[:0]
+	if dropped > 0 {
+		batch = appendDroppedLine(batch, dropped)
+	}
+	if cap(batch) > 2*(logBatch+4<<10) {
+		l.spare = nil // grown while the output stalled: let it go
+	} else {
+		l.spare = batch[:0]
+	}
 	if len(batch) == 0 {
 		return nil
 	}
 	_, err := l.out.Write(batch)
 	return err
+}
+
+// appendDroppedLine appends a JSON log line that says n lines were dropped.
+func appendDroppedLine(b []byte, n int) []byte {
+	b = append(b, `{"time":"`...)
+	b = time.Now().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","level":"WARN","msg":"log lines dropped: the output did not take them","dropped":`...)
+	b = strconv.AppendInt(b, int64(n), 10)
+	return append(b, "}\n"...)
 }
 
 // Close writes what the batch holds and stops the periodic writes; later
@@ -112,6 +144,10 @@ func (l *logWriter) Close() error {
 	l.closed = true
 	batch := l.buf
 	l.buf = nil
+	if l.dropped > 0 {
+		batch = appendDroppedLine(batch, l.dropped)
+		l.dropped = 0
+	}
 	l.mu.Unlock()
 	if len(batch) == 0 {
 		return nil

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -77,4 +79,55 @@ func TestLogWriterBatches(t *testing.T) {
 		t.Errorf("%d lines took %d writes, want at most %d: not batched", writers*lines, writes, writers*lines/20)
 	}
 	t.Logf("%d lines in %d writes", writers*lines+2, writes)
+}
+
+// stallingWriter blocks every write until released, as a full pipe does.
+type stallingWriter struct {
+	release chan struct{}
+	countingWriter
+}
+
+func (w *stallingWriter) Write(p []byte) (int, error) {
+	<-w.release
+	return w.countingWriter.Write(p)
+}
+
+// TestLogWriterBoundedWhenOutputStalls checks that while the output takes
+// no writes, what waits for it stays within logMaxPending, Write does not
+// wait, and once the output moves again every line is either written whole
+// or counted in a line that says how many were dropped.
+func TestLogWriterBoundedWhenOutputStalls(t *testing.T) {
+	t.Parallel()
+	out := &stallingWriter{release: make(chan struct{})}
+	l := newLogWriter(out, 10*time.Millisecond)
+	line := []byte(strings.Repeat("x", 999) + "\n")
+	const lines = 3 * logMaxPending / 1000 // three times what may wait
+	for range lines {
+		l.Write(line)
+	}
+	l.mu.Lock()
+	pending, dropped := len(l.buf), l.dropped
+	l.mu.Unlock()
+	// One batch may be out of buf already, stuck in the stalled write.
+	if pending > logMaxPending {
+		t.Errorf("%d bytes wait for a stalled output, want at most %d", pending, logMaxPending)
+	}
+	if dropped == 0 {
+		t.Errorf("no line dropped of %d bytes written to a stalled output, want some", lines*len(line))
+	}
+	close(out.release)
+	l.Close()
+	text, _ := out.state()
+	m := regexp.MustCompile(`"msg":"log lines dropped[^"]*","dropped":(\d+)}`).FindAllStringSubmatch(text, -1)
+	if len(m) == 0 {
+		t.Fatalf("no line says how many lines were dropped, want one")
+	}
+	total := strings.Count(text, string(line))
+	for _, sub := range m {
+		n, _ := strconv.Atoi(sub[1])
+		total += n
+	}
+	if total != lines {
+		t.Errorf("%d lines written or counted as dropped, want the %d sent", total, lines)
+	}
 }

@@ -62,6 +62,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	// Whatever run starts in the background (sweeps, the listener) ends
+	// when run returns, on an error too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	// Log lines are written in batches, at least every 100 ms, and all of
 	// them by the time run returns.
 	logOut := newLogWriter(stdout, 100*time.Millisecond)
@@ -113,6 +117,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	openFiles := raiseOpenFileLimit()
+	maxConns := cmp.Or(cfg.MaxConns, maxConnsFor(openFiles))
+	if n := maxStreamsFor(maxConns); cfg.Events.MaxStreams > n {
+		if cfg.MaxStreamsSet {
+			logger.Warn("EVENTS_MAX_STREAMS is lowered to leave connections for requests",
+				"events_max_streams", n, "max_connections", maxConns)
+		}
+		cfg.Events.MaxStreams = n
+	}
 	live := newEventHub(cfg.Events, newTicketCodec(ticketKey))
 	if err := live.listen(ctx, cmp.Or(cfg.ListenURL, cfg.DB.URL), logger); err != nil {
 		return err
@@ -148,13 +161,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	gogc := tuneGC(getenv)
-	openFiles := raiseOpenFileLimit()
-	maxConns := cmp.Or(cfg.MaxConns, maxConnsFor(openFiles))
 	ln := newConnLimiter(tcp, maxConns)
 	srv.ConnState = ln.track
 	srv.RegisterOnShutdown(live.close) // streams end at once; clients resume elsewhere
 	logger.Info("listening", "addr", ln.Addr().String(), "version", buildVersion(),
-		"max_connections", maxConns, "open_file_limit", openFiles, "gogc", gogc)
+		"max_connections", maxConns, "max_streams", cfg.Events.MaxStreams, "open_file_limit", openFiles, "gogc", gogc)
 	logOut.Flush() // whoever waits for this line sees it at once
 	if usingDevSecret {
 		token, err := mintToken(cfg.Secret, User{ID: "dev-user", Email: "dev@example.com"}, cfg.Issuer, cfg.Audience, 24*time.Hour)
@@ -346,8 +357,9 @@ type config struct {
 	AuthFailureBurst int
 	ClientAddrHeader string // the header a trusted proxy names the client in
 
-	ListenURL string // DATABASE_LISTEN_URL; "" uses DB.URL
-	Events    eventsConfig
+	ListenURL     string // DATABASE_LISTEN_URL; "" uses DB.URL
+	Events        eventsConfig
+	MaxStreamsSet bool // EVENTS_MAX_STREAMS was set, not defaulted
 
 	Secret           []byte
 	AuthURL          string // Better Auth's base URL
@@ -451,6 +463,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		WriteTimeout: durationVar("EVENTS_WRITE_TIMEOUT", 10*time.Second),
 		Retention:    durationVar("CHANGES_RETENTION", 24*time.Hour),
 	}
+	c.MaxStreamsSet = getenv("EVENTS_MAX_STREAMS") != ""
 	c.DevDB = c.DB.URL == ""
 	c.DrainTimeout = 5 * time.Second
 	if c.DevDB {

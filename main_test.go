@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -204,5 +207,34 @@ func TestVersion(t *testing.T) {
 	var body map[string]string
 	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body["status"] != "ok" || body["version"] != buildVersion() {
 		t.Errorf("/healthz = %s, want status ok and version %s", rec.Body, buildVersion())
+	}
+}
+
+// TestRunStopsWhatItStarted checks that run, when it fails after it has
+// started its background work (here its port is taken), leaves none of
+// that work running. It is not parallel: it counts the process's
+// goroutines.
+func TestRunStopsWhatItStarted(t *testing.T) {
+	_, url := newTestDB(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	sweeps := func() int {
+		buf := make([]byte, 1<<20)
+		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "main.sweep(")
+	}
+	before := sweeps()
+	env := map[string]string{"DATABASE_URL": url, "DATABASE_LISTEN_URL": testListenURL(url), "BETTER_AUTH_SECRET": string(testSecret),
+		"HOST": "127.0.0.1", "PORT": strconv.Itoa(taken.Addr().(*net.TCPAddr).Port)}
+	err = run(context.Background(), []string{"taskapi"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+	if err == nil {
+		t.Fatal("run on a port in use returned no error, want one")
+	}
+	for deadline := time.Now().Add(10 * time.Second); sweeps() > before; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sweeps still run 10 s after run returned %q, want none of its own", sweeps()-before, err)
+		}
 	}
 }

@@ -203,11 +203,16 @@ const deleteTaskSQL = `WITH serialize AS (SELECT pg_advisory_xact_lock(` + seria
     INSERT INTO task_changes (user_id, event, id) SELECT user_id, 'task.deleted', id FROM deleted RETURNING user_id, position
 )` + forgetRequestsCTE
 
+// deleteCompletedSQL deletes the user $1's completed tasks and records them
+// as tasks.deleted changes of at most $2 ids each (maxBulkDeleteIDs), in the
+// order of their ids.
 const deleteCompletedSQL = `WITH ` + serializeUserCTE + `, deleted AS (
     DELETE FROM tasks USING serialize WHERE user_id = $1 AND completed RETURNING user_id, id
 ), c AS (
     INSERT INTO task_changes (user_id, event, ids)
-    SELECT $1, 'tasks.deleted', array_agg(id ORDER BY id) FROM deleted HAVING count(*) > 0 RETURNING user_id, position
+    SELECT $1, 'tasks.deleted', array_agg(id ORDER BY id)
+      FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / $2 AS part FROM deleted) AS numbered
+     GROUP BY part ORDER BY part RETURNING user_id, position
 )` + forgetRequestsCTE
 
 // statsSQL counts in one pass over the user's tasks.
@@ -420,7 +425,7 @@ func versions(ifMatch []int64) any {
 func (s *Store) DeleteCompleted(ctx context.Context, userID string) (int64, error) {
 	var n int64
 	err := s.db.withConn(ctx, func(c stmtConn) error {
-		return c.QueryRow(deleteCompletedSQL, userID).Scan(&n)
+		return c.QueryRow(deleteCompletedSQL, userID, maxBulkDeleteIDs).Scan(&n)
 	})
 	if err != nil {
 		return 0, dbError("delete completed tasks", err)
