@@ -417,3 +417,31 @@ func TestStreamsLeaveRoomForRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestPageBudget checks that the streams of an instance hold at most
+// maxPagesInFlight pages of history at once: a stream past it waits for a
+// page to be given back, or gives up at its expiry.
+func TestPageBudget(t *testing.T) {
+	t.Parallel()
+	hub := newEventHub(testEventsConfig(), newTicketCodec([]byte("k")))
+	for i := range maxPagesInFlight {
+		if !hub.takePage(context.Background(), time.Now().Add(time.Hour)) {
+			t.Fatalf("page %d of %d refused, want it taken", i+1, maxPagesInFlight)
+		}
+	}
+	if hub.takePage(context.Background(), time.Now().Add(100*time.Millisecond)) {
+		t.Fatalf("page %d taken, want a wait until the expiry and a refusal", maxPagesInFlight+1)
+	}
+	got := make(chan bool)
+	go func() { got <- hub.takePage(context.Background(), time.Now().Add(time.Hour)) }()
+	hub.givePage()
+	if !<-got {
+		t.Error("a waiting stream did not get the page given back, want it")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { got <- hub.takePage(ctx, time.Now().Add(time.Hour)) }()
+	cancel()
+	if <-got {
+		t.Error("a stream whose client left got a page, want a refusal")
+	}
+}

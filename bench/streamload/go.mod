@@ -1,0 +1,3 @@
+module taskapi/bench/streamload
+
+go 1.22
