@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -221,9 +222,12 @@ func TestRunStopsWhatItStarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
+	// In a test binary package main's functions go by the module's path:
+	// the name comes from the function itself.
+	sweepFunc := runtime.FuncForPC(reflect.ValueOf(sweep).Pointer()).Name() + "("
 	sweeps := func() int {
 		buf := make([]byte, 1<<20)
-		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "main.sweep(")
+		return strings.Count(string(buf[:runtime.Stack(buf, true)]), sweepFunc)
 	}
 	before := sweeps()
 	env := map[string]string{"DATABASE_URL": url, "DATABASE_LISTEN_URL": testListenURL(url), "BETTER_AUTH_SECRET": string(testSecret),
