@@ -270,8 +270,9 @@ func (c stmtConn) Exec(query string, args ...any) (sql.Result, error) {
 // boundedDB runs the statements of each call of the store on a pooled
 // connection, within a time limit per call.
 type boundedDB struct {
-	pool  *sql.DB
-	waits sharedDeadlines // the time limit of each call, from its start
+	pool     *sql.DB
+	waits    sharedDeadlines   // the time limit of each call, from its start
+	timeouts statementTimeouts // calls that hit it, for /metrics
 }
 
 func newBoundedDB(pool *sql.DB, timeout time.Duration) *boundedDB {
@@ -302,6 +303,7 @@ func (b *boundedDB) withConn(ctx context.Context, f func(stmtConn) error) error 
 	for range maxConnTries {
 		var retry bool
 		if retry, err = b.tryConn(ctx, wait, deadline, f); !retry {
+			b.timeouts.count(err)
 			return err
 		}
 	}

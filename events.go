@@ -127,6 +127,8 @@ type stream struct {
 	last   int64 // the position of the last change sent (or skipped)
 	resume bool  // replay the changes after last first
 	reload bool  // the position asked for is too old: send reload and end
+
+	end streamEnd // why it ended, for /metrics: endClient unless set
 }
 
 // run sends the stream's events until ctx ends (the client left), the
@@ -139,6 +141,7 @@ func (st *stream) run(ctx context.Context, out *sseWriter) {
 	defer out.close()
 	began := time.Now()
 	defer func() {
+		st.live.stats.ended[st.end].Add(1)
 		st.logger.LogAttrs(ctx, slog.LevelInfo, "event stream ended",
 			slog.Float64("duration_s", time.Since(began).Round(time.Millisecond).Seconds()),
 			slog.Int("events", st.sent),
@@ -149,6 +152,7 @@ func (st *stream) run(ctx context.Context, out *sseWriter) {
 		return
 	}
 	if st.reload {
+		st.end = endReload
 		st.sendReload(ctx, out)
 		return
 	}
@@ -165,8 +169,10 @@ func (st *stream) run(ctx context.Context, out *sseWriter) {
 		case <-ctx.Done():
 			return
 		case <-st.live.done:
+			st.end = endShutdown
 			return
 		case <-expiry.C:
+			st.end = endExpired
 			return // the client reconnects, with a new token, and Last-Event-ID
 		case <-heartbeat.C:
 			if out.comment("ping") != nil {
@@ -200,14 +206,19 @@ func (st *stream) catchUp(ctx context.Context, out *sseWriter, live bool) bool {
 		if err != nil {
 			st.live.givePage()
 			if ctx.Err() == nil {
+				st.end = endError
 				st.logger.Warn("live updates: catch up", "request_id", st.requestID, "err", err)
 			}
 			return false // the client reconnects with Last-Event-ID
 		}
 		if live && page.Pending > st.live.cfg.Buffer {
 			st.live.givePage()
+			st.end = endReload
 			st.sendReload(ctx, out)
 			return false
+		}
+		if live {
+			st.live.stats.observeLag(page.Changes)
 		}
 		ok := st.send(ctx, out, page.Changes)
 		st.live.givePage()
@@ -230,8 +241,10 @@ func (st *stream) send(ctx context.Context, out *sseWriter, changes []Change) bo
 			return false
 		}
 		st.sent++
+		st.live.stats.sent.Add(1)
 		st.last = c.Position
 		if c.Event == eventAccountDeleted {
+			st.end = endAccount
 			return false
 		}
 	}
@@ -243,10 +256,15 @@ func (st *stream) send(ctx context.Context, out *sseWriter, changes []Change) bo
 func (st *stream) over(ctx context.Context) bool {
 	select {
 	case <-st.live.done:
+		st.end = endShutdown
 		return true
 	default:
 	}
-	return ctx.Err() != nil || !time.Now().Before(st.until)
+	if ctx.Err() == nil && !time.Now().Before(st.until) {
+		st.end = endExpired
+		return true
+	}
+	return ctx.Err() != nil
 }
 
 // sendReload tells the client to fetch its list again and resume from the

@@ -42,7 +42,7 @@ func newServer(logger *slog.Logger, version string, store *Store, verifier *Veri
 	h = cors(h, corsOrigins)
 	h = secureHeaders(h)
 	h = recoverPanics(h, logger)
-	h = logRequests(h, logger)
+	h = logRequests(h, logger, guards.requests)
 	return h
 }
 

@@ -65,6 +65,8 @@ type eventHub struct {
 	pages     chan struct{} // one for each page of history a stream holds
 	reads     atomic.Int64  // history reads made for woken streams
 	listening atomic.Bool   // the LISTEN connection is up
+	refused   atomic.Uint64 // streams refused by subscribe, for /metrics
+	stats     streamMetrics // what the streams did, for /metrics
 	done      chan struct{} // closed by close: every stream ends
 	closeOnce sync.Once
 }
@@ -115,6 +117,7 @@ func (h *eventHub) subscribe(userID string) (*subscription, error) {
 	}
 	us := h.users[userID]
 	if h.total >= h.cfg.MaxStreams || us != nil && len(us.subs) >= h.cfg.PerUser {
+		h.refused.Add(1)
 		return nil, errTooManyStreams
 	}
 	if us == nil {

@@ -136,13 +136,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	})
 	verifier := NewVerifier(cfg.verifierConfig(), logger)
 	var draining atomic.Bool // set at SIGTERM: /readyz says 503
+	g := guards{
+		rate:        newRateLimiter(cfg.RateLimit, cfg.RateBurst),
+		concurrency: newUserGate(cfg.UserConcurrency, time.Second),
+		failedAuth:  newAddrLimiter(cfg.AuthFailureLimit, cfg.AuthFailureBurst, cfg.ClientAddrHeader),
+		requests:    &requestMetrics{},
+	}
+	if cfg.MetricsAddr != "" {
+		stop, err := serveMetrics(cfg.MetricsAddr, &metricsSource{version: buildVersion(), pool: db, store: store,
+			live: live, guards: g, started: time.Now()}, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	srv := &http.Server{
-		Handler: drainReadiness(newServer(logger, buildVersion(), store, verifier,
-			guards{
-				rate:        newRateLimiter(cfg.RateLimit, cfg.RateBurst),
-				concurrency: newUserGate(cfg.UserConcurrency, time.Second),
-				failedAuth:  newAddrLimiter(cfg.AuthFailureLimit, cfg.AuthFailureBurst, cfg.ClientAddrHeader),
-			}, newCursorCodec(cursorKey), cfg.CORSOrigins, live), &draining, logger),
+		Handler: drainReadiness(newServer(logger, buildVersion(), store, verifier, g,
+			newCursorCodec(cursorKey), cfg.CORSOrigins, live), &draining, logger),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		// Longer than the slowest honest request: a statement timeout plus
@@ -357,6 +367,8 @@ type config struct {
 	AuthFailureBurst int
 	ClientAddrHeader string // the header a trusted proxy names the client in
 
+	MetricsAddr string // METRICS_ADDR: where /metrics is served; "" serves none
+
 	ListenURL     string // DATABASE_LISTEN_URL; "" uses DB.URL
 	Events        eventsConfig
 	MaxStreamsSet bool // EVENTS_MAX_STREAMS was set, not defaulted
@@ -455,6 +467,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	c.ClientAddrHeader = getenv("CLIENT_ADDR_HEADER")
 	c.RateLimit = floatVar("RATE_LIMIT", 50)
 	c.ListenURL = getenv("DATABASE_LISTEN_URL")
+	c.MetricsAddr = getenv("METRICS_ADDR")
 	c.Events = eventsConfig{
 		Heartbeat:    durationVar("EVENTS_HEARTBEAT", 25*time.Second),
 		PerUser:      intVar("EVENTS_MAX_PER_USER", 10),

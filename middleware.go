@@ -215,8 +215,9 @@ func requestIDFrom(ctx context.Context) string {
 
 // logRequests gives each request an id (the client's X-Request-ID when it is
 // sane, else a new one), returns it in X-Request-ID, and logs one line per
-// request once it is answered.
-func logRequests(next http.Handler, logger *slog.Logger) http.Handler {
+// request once it is answered. It counts the request in requests, when set,
+// for /metrics.
+func logRequests(next http.Handler, logger *slog.Logger, requests *requestMetrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := r.Header.Get("X-Request-ID")
@@ -227,6 +228,7 @@ func logRequests(next http.Handler, logger *slog.Logger) http.Handler {
 		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, &requestInfo{id: id}))
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
+		requests.observe(r.Pattern, rec.status, time.Since(start))
 		if !logger.Enabled(r.Context(), slog.LevelInfo) {
 			return
 		}

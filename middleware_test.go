@@ -187,7 +187,7 @@ func TestPanicRecovery(t *testing.T) {
 	logger := slog.New(slog.NewJSONHandler(logs, nil))
 	h := logRequests(recoverPanics(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		userFrom(r.Context()) // a route wired without requireUser
-	}), logger), logger)
+	}), logger), logger, nil)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/x", nil))
 	if rec.Code != 500 {

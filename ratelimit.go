@@ -11,14 +11,18 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // guards are the per-client limits of the API. A nil member limits nothing.
+// Each counts what it refuses, for /metrics.
 type guards struct {
 	rate        *rateLimiter // requests a second, per user
 	concurrency *userGate    // requests at once, per user
 	failedAuth  *addrLimiter // failed authentications a second, per client address
+	// requests, when set, counts every request for /metrics (metrics.go).
+	requests *requestMetrics
 }
 
 // rateLimiter gives each user a token bucket: burst requests at once, then
@@ -32,6 +36,8 @@ type rateLimiter struct {
 	mu        sync.Mutex
 	buckets   map[string]*bucket
 	lastSweep time.Time
+
+	refused atomic.Uint64 // requests refused by limitRate, for /metrics
 }
 
 type bucket struct {
@@ -118,6 +124,7 @@ func limitRate(l *rateLimiter, logger *slog.Logger) func(http.Handler) http.Hand
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if ok, wait := l.allow(userFrom(r.Context()).ID); !ok {
+				l.refused.Add(1)
 				writeError(w, r, logger, &rateLimitedError{retryAfter: wait})
 				return
 			}
@@ -138,6 +145,8 @@ type userGate struct {
 	mu    sync.Mutex
 	users map[string]*userSlots
 	spare []*userSlots // entries no request holds, for the next user to come
+
+	refused atomic.Uint64 // requests refused, for /metrics
 }
 
 // userSlots are one user's places: a semaphore, and how many requests hold
@@ -225,6 +234,7 @@ func limitConcurrency(g *userGate, logger *slog.Logger) func(http.Handler) http.
 			id := userFrom(r.Context()).ID
 			s, ok := g.enter(r.Context(), id)
 			if !ok {
+				g.refused.Add(1)
 				writeError(w, r, logger, &rateLimitedError{retryAfter: time.Second})
 				return
 			}
@@ -242,7 +252,8 @@ func limitConcurrency(g *userGate, logger *slog.Logger) func(http.Handler) http.
 // who the client is, the header it says it in.
 type addrLimiter struct {
 	buckets *rateLimiter
-	header  string // e.g. Fly-Client-IP; "" uses the remote address
+	header  string        // e.g. Fly-Client-IP; "" uses the remote address
+	refused atomic.Uint64 // requests refused, for /metrics
 }
 
 // newAddrLimiter returns a limiter of rate failures a second per address,
@@ -275,7 +286,11 @@ func (l *addrLimiter) blocked(r *http.Request) (bool, time.Duration) {
 	if l == nil {
 		return false, 0
 	}
-	return l.buckets.empty(l.addr(r))
+	blocked, wait := l.buckets.empty(l.addr(r))
+	if blocked {
+		l.refused.Add(1)
+	}
+	return blocked, wait
 }
 
 // failed takes one of r's address's failures.
