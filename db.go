@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"database/sql"
 	"database/sql/driver"
 	_ "embed"
@@ -186,7 +187,10 @@ const schemaLockKey = 7_283_424_952_120_117_391
 // applySchema applies schema.sql in one transaction that first takes an
 // advisory lock, so that instances booting at the same moment apply it one
 // after the other and never see a half-made schema. Every statement in it is
-// idempotent, so applying it to an up-to-date database changes nothing.
+// idempotent, so applying it to an up-to-date database changes nothing; a
+// database on which this very schema.sql was applied (schema_digest says
+// so) is left alone, as applying it would lock the tables other instances
+// serve from.
 func applySchema(ctx context.Context, db *sql.DB) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
@@ -201,9 +205,25 @@ func applySchema(ctx context.Context, db *sql.DB) error {
 	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", int64(schemaLockKey)); err != nil {
 		return fmt.Errorf("apply schema: lock: %w", err)
 	}
+	digest := sha256.Sum256([]byte(schemaSQL))
+	var applied bool
+	err = tx.QueryRowContext(ctx, `SELECT to_regclass('schema_digest') IS NOT NULL`).Scan(&applied)
+	if err == nil && applied {
+		err = tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT FROM schema_digest WHERE digest = $1)`, digest[:]).Scan(&applied)
+	}
+	if err != nil {
+		return fmt.Errorf("apply schema: %w", err)
+	}
+	if applied {
+		return tx.Commit()
+	}
 	// With no arguments, pgx sends the text over the simple protocol, which
 	// runs several statements at once.
 	if _, err := tx.ExecContext(ctx, schemaSQL); err != nil {
+		return fmt.Errorf("apply schema: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_digest (digest) VALUES ($1)
+    ON CONFLICT (one) DO UPDATE SET digest = EXCLUDED.digest`, digest[:]); err != nil {
 		return fmt.Errorf("apply schema: %w", err)
 	}
 	if err := tx.Commit(); err != nil {

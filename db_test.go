@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	_ "embed"
 	"errors"
 	"log/slog"
@@ -53,6 +54,34 @@ func TestApplySchemaTwiceAndConcurrently(t *testing.T) {
 	}
 }
 
+// TestApplySchemaTakesNoLockWhenCurrent boots on a database whose schema is
+// current while another instance's write holds its lock on tasks: the boot
+// must neither wait for it nor make the write wait (schema.sql's ALTER
+// TABLE would take a lock that conflicts with every statement on tasks).
+func TestApplySchemaTakesNoLockWhenCurrent(t *testing.T) {
+	t.Parallel()
+	db, url := newTestDB(t) // applied once already
+	other, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	writing, err := other.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { writing.Rollback() })
+	if _, err := writing.Exec(`LOCK TABLE tasks, idempotency_keys, task_changes IN ROW EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	// Blocked, the boot would wait until the deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := applySchema(ctx, db); err != nil {
+		t.Fatalf("apply on a current database while a write holds tasks: %v, want it done without waiting", err)
+	}
+}
+
 func TestApplySchemaRepairsAndKeepsData(t *testing.T) {
 	t.Parallel()
 	db, _ := newTestDB(t)
@@ -61,8 +90,9 @@ func TestApplySchemaRepairsAndKeepsData(t *testing.T) {
 	if _, err := store.CreateTask(ctx, User{ID: "old"}, NewTask{Title: "from before", Priority: "high"}); err != nil {
 		t.Fatal(err)
 	}
-	// A database that lost an index: booting puts it back and keeps the rows.
-	if _, err := db.Exec("DROP INDEX tasks_user_created_idx"); err != nil {
+	// A database that lost an index: booting puts it back and keeps the rows,
+	// once told to apply the schema again.
+	if _, err := db.Exec("DROP INDEX tasks_user_created_idx; DELETE FROM schema_digest"); err != nil {
 		t.Fatal(err)
 	}
 	if err := applySchema(ctx, db); err != nil {
@@ -181,7 +211,7 @@ func TestUpgradeFromFirstSchema(t *testing.T) {
 	t.Parallel()
 	db, _ := newTestDB(t)
 	ctx := context.Background()
-	if _, err := db.Exec(`DROP TABLE tasks, users, idempotency_keys, server_keys; DROP FUNCTION taskapi_tags_valid`); err != nil {
+	if _, err := db.Exec(`DROP TABLE tasks, users, idempotency_keys, server_keys, schema_digest; DROP FUNCTION taskapi_tags_valid`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Exec(schemaV1); err != nil {

@@ -152,3 +152,16 @@ CREATE TABLE IF NOT EXISTS task_changes_horizon (
 -- The earlier changes of a deleted task are deleted with it (they hold its
 -- content); this index finds them.
 CREATE INDEX IF NOT EXISTS task_changes_task_idx ON task_changes (id);
+
+-- schema_digest is the SHA-256 of the schema.sql last applied in full. A
+-- boot whose schema.sql has that digest applies nothing: ALTER TABLE and
+-- CREATE INDEX lock their table even when they find nothing to do (ALTER
+-- TABLE against every read and write, CREATE INDEX against writes) until
+-- the transaction ends, so that each instance of a rolling restart stalled
+-- the others' requests and could deadlock with their writes. Delete the row
+-- to have the next boot apply the schema again, e.g. after dropping an
+-- index by hand.
+CREATE TABLE IF NOT EXISTS schema_digest (
+    one    boolean PRIMARY KEY DEFAULT true CHECK (one),
+    digest bytea   NOT NULL
+);
