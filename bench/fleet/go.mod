@@ -1,0 +1,3 @@
+module taskapi/bench/fleet
+
+go 1.25.0
