@@ -557,6 +557,11 @@ func (f *fleet) exercise(ctx context.Context) error {
 	}
 	logf("%v", p)
 
+	// Every series there is now, through promtool.
+	if err := f.promtool(); err != nil {
+		fail("%v", err)
+	}
+
 	// What a dashboard shows of the run, from Prometheus.
 	for _, q := range []struct{ what, query string }{
 		{"request p99 over the last minute, s", `histogram_quantile(0.99, sum by (le) (rate(taskapi_http_request_duration_seconds_bucket[1m])))`},

@@ -13,8 +13,8 @@
 // measures throughput behind one instance and behind three, and how long a
 // write on one instance takes to reach a stream on another.
 //
-//	go run ./bench/fleet                  # from the repository root; see bench/README.md
-//	go run ./bench/fleet -short           # the short run of .ci/run
+//	cd bench/fleet && go run . -repo ../..          # see bench/README.md
+//	cd bench/fleet && go run . -repo ../.. -short   # the short run of .ci/run
 //
 // It needs the PostgreSQL server binaries, pgbouncer, haproxy and
 // prometheus (Debian's packages), listens on 127.0.0.1 ports from -port
@@ -109,9 +109,10 @@ func signalContext() (context.Context, func()) {
 // fleet is the processes of one run.
 type fleet struct {
 	o      options
-	work   string   // the work directory
-	pgbin  string   // PostgreSQL's binaries
-	asPG   []string // runs a command as the postgres user, when this is root
+	work   string            // the work directory
+	pgbin  string            // PostgreSQL's binaries
+	asPG   []string          // runs a command as the postgres user, when this is root
+	tools  map[string]string // the paths of pgbouncer, haproxy, prometheus and promtool
 	secret string
 
 	pgPort, bouncerPort, proxyPort, proxyOnePort, promPort int
@@ -146,12 +147,16 @@ func newFleet(o options) (*fleet, error) {
 		return nil, errors.New("no PostgreSQL server binaries in /usr/lib/postgresql/*/bin")
 	}
 	f.pgbin = filepath.Dir(bins[len(bins)-1])
+	f.tools = map[string]string{}
 	for _, tool := range []string{"pgbouncer", "haproxy", "prometheus", "promtool"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if _, err := os.Stat("/usr/sbin/" + tool); err != nil {
+		path, err := exec.LookPath(tool)
+		if err != nil {
+			path = "/usr/sbin/" + tool // not on every PATH
+			if _, err := os.Stat(path); err != nil {
 				return nil, fmt.Errorf("%s is not installed (apt-get install haproxy prometheus pgbouncer)", tool)
 			}
 		}
+		f.tools[tool] = path
 	}
 	if f.work, err = os.MkdirTemp("", "taskapi-fleet."); err != nil {
 		return nil, err
@@ -316,7 +321,7 @@ logfile = %s/pgbouncer.log
 	if err := os.WriteFile(ini, []byte(conf), 0o644); err != nil {
 		return err
 	}
-	p, err := start(f.command("pgbouncer.out", true, "pgbouncer", ini))
+	p, err := start(f.command("pgbouncer.out", true, f.tools["pgbouncer"], ini))
 	if err != nil {
 		return fmt.Errorf("start PgBouncer: %w", err)
 	}
@@ -436,7 +441,7 @@ backend one
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		return err
 	}
-	p, err := start(f.command("haproxy.log", false, "haproxy", "-f", cfg, "-db"))
+	p, err := start(f.command("haproxy.log", false, f.tools["haproxy"], "-f", cfg, "-db"))
 	if err != nil {
 		return fmt.Errorf("start HAProxy: %w", err)
 	}
@@ -461,7 +466,7 @@ scrape_configs:
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		return err
 	}
-	p, err := start(f.command("prometheus.log", false, "prometheus", "--config.file="+cfg,
+	p, err := start(f.command("prometheus.log", false, f.tools["prometheus"], "--config.file="+cfg,
 		"--storage.tsdb.path="+filepath.Join(f.work, "prometheus"), fmt.Sprintf("--web.listen-address=127.0.0.1:%d", f.promPort)))
 	if err != nil {
 		return fmt.Errorf("start Prometheus: %w", err)
@@ -479,7 +484,7 @@ func (f *fleet) promtool() error {
 		}
 		body, _ := io.ReadAll(res.Body)
 		res.Body.Close()
-		cmd := exec.Command("promtool", "check", "metrics")
+		cmd := exec.Command(f.tools["promtool"], "check", "metrics")
 		cmd.Stdin = strings.NewReader(string(body))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("promtool check metrics on instance %d: %v\n%s", i+1, err, out)
