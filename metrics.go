@@ -76,7 +76,11 @@ type requestMetrics struct {
 }
 
 // observe counts one answered request. route is r.Pattern, from the route
-// table; "" (no route matched) is counted as "unmatched".
+// table; "" (no route matched, or the request was refused before routing,
+// such as a query string over maxQueryBytes) is counted as "unmatched". An
+// event stream is counted, with its latency, when it is taken over from
+// net/http, at its start. It costs about 140 ns and no allocation
+// (BenchmarkRequestMetrics).
 func (m *requestMetrics) observe(route string, status int, d time.Duration) {
 	if m == nil {
 		return
