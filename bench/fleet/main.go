@@ -27,9 +27,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -71,7 +73,8 @@ func main() {
 		o.users, o.streams, o.rate, o.tputWorkers = 20, 60, 100, 16
 		o.tputTime, o.latRate, o.latTime, o.settle = 3*time.Second, 50, 4*time.Second, 2*time.Second
 	}
-	ctx, stop := signalContext()
+	// SIGINT or SIGTERM end the run, and close stops what it started.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	f, err := newFleet(o)
 	if err != nil {
@@ -88,22 +91,6 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Println("fleet: PASS")
-}
-
-// signalContext ends on SIGINT or SIGTERM, so that the processes are
-// stopped by close.
-func signalContext() (context.Context, func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := make(chan os.Signal, 1)
-	signalNotify(ch)
-	go func() {
-		select {
-		case <-ch:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
 }
 
 // fleet is the processes of one run.
@@ -492,4 +479,20 @@ func (f *fleet) promtool() error {
 	}
 	logf("promtool check metrics: the three instances' /metrics pass")
 	return nil
+}
+
+// waitTCP waits until something listens on the port.
+func waitTCP(port int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listens on port %d after %v", port, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
