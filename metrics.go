@@ -196,7 +196,7 @@ func (src *metricsSource) writeMetrics(out io.Writer) error {
 
 	w.family("taskapi_build_info", "gauge", "Always 1; the labels say which build runs.")
 	w.sample("taskapi_build_info", labels("version", src.version, "goversion", runtime.Version()), 1)
-	w.family("process_start_time_seconds", "gauge", "When the process started, in seconds since the Unix epoch.")
+	w.family("process_start_time_seconds", "gauge", "When this instance began to serve, in seconds since the Unix epoch.")
 	w.sample("process_start_time_seconds", "", float64(src.started.UnixNano())/1e9)
 
 	w.family("taskapi_http_requests_total", "counter", "Answered requests, by route pattern and status.")
