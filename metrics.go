@@ -50,6 +50,8 @@ type histogram struct {
 	sumNS  atomic.Int64
 }
 
+// newHistogram returns an empty histogram of the given upper bounds, which
+// must be sorted.
 func newHistogram(bounds []float64) *histogram {
 	return &histogram{bounds: bounds, counts: make([]atomic.Uint64, len(bounds)+1)}
 }
@@ -105,6 +107,7 @@ func (m *requestMetrics) observe(route string, status int, d time.Duration) {
 // taskapi_event_streams_ended_total.
 type streamEnd int
 
+// The reasons a stream ends.
 const (
 	endClient   streamEnd = iota // the client left, or a write to it failed
 	endShutdown                  // the instance shut down
@@ -115,6 +118,7 @@ const (
 	streamEnds
 )
 
+// streamEndNames are the reason labels, by streamEnd.
 var streamEndNames = [streamEnds]string{"client", "shutdown", "expired", "reload", "account_deleted", "error"}
 
 // streamMetrics counts what the event streams of an instance did. The hub
@@ -140,6 +144,8 @@ func (s *streamMetrics) observeLag(changes []Change) {
 	s.lagHistogram().observe(max(time.Since(at), 0))
 }
 
+// lagHistogram returns the wake-up lag histogram, made on first use so
+// that the zero streamMetrics is ready.
 func (s *streamMetrics) lagHistogram() *histogram {
 	s.once.Do(func() { s.lag = newHistogram(lagBuckets) })
 	return s.lag
@@ -311,12 +317,14 @@ type metricsWriter struct {
 	err error
 }
 
+// printf writes unless a write failed before.
 func (w *metricsWriter) printf(format string, args ...any) {
 	if w.err == nil {
 		_, w.err = fmt.Fprintf(w.w, format, args...)
 	}
 }
 
+// flush writes what is buffered, and returns the first write error.
 func (w *metricsWriter) flush() error {
 	if w.err != nil {
 		return w.err
@@ -334,11 +342,13 @@ func (w *metricsWriter) sample(name, lbls string, v float64) {
 	w.printf("%s%s %s\n", name, lbls, strconv.FormatFloat(v, 'g', -1, 64))
 }
 
+// gauge writes a gauge family of one sample without labels.
 func (w *metricsWriter) gauge(name, help string, v float64) {
 	w.family(name, "gauge", help)
 	w.sample(name, "", v)
 }
 
+// counter writes a counter family of one sample without labels.
 func (w *metricsWriter) counter(name, help string, v float64) {
 	w.family(name, "counter", help)
 	w.sample(name, "", v)
