@@ -79,6 +79,7 @@ func (f *fleet) promQuery(query string) ([]promSample, error) {
 	return out, nil
 }
 
+// promSample is one value of a query's result, with its labels.
 type promSample struct {
 	labels map[string]string
 	value  float64

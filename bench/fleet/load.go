@@ -57,6 +57,7 @@ func (p *phase) answered503(d time.Duration) {
 	p.mu.Unlock()
 }
 
+// newPhase returns a phase with nothing recorded yet.
 func newPhase(name string, allow503 bool) *phase {
 	return &phase{name: name, allow503: allow503, answers: map[string]int{}, failures: map[string]int{}}
 }
@@ -89,6 +90,7 @@ func (p *phase) record(op string, status int, want []int, err error, body string
 	}
 }
 
+// failed returns how many answers were ones a client should not get.
 func (p *phase) failed() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -99,6 +101,7 @@ func (p *phase) failed() int {
 	return n
 }
 
+// String sums the phase up in one line.
 func (p *phase) String() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -140,6 +143,7 @@ type load struct {
 	streams []*eventStream
 }
 
+// newClient returns a client for many requests at once to one address.
 func newClient() *http.Client {
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		MaxIdleConnsPerHost: 256, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
@@ -297,6 +301,7 @@ type eventStream struct {
 	open atomic.Bool
 }
 
+// last returns the id of the last event received, or 0.
 func (s *eventStream) last() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -118,6 +118,7 @@ type process struct {
 	err  error
 }
 
+// newFleet checks that the tools are installed and makes the work directory.
 func newFleet(o options) (*fleet, error) {
 	repo, err := filepath.Abs(o.repo)
 	if err != nil {
@@ -207,6 +208,8 @@ func stopProcess(p *process, sig os.Signal, timeout time.Duration) error {
 	}
 }
 
+// run builds taskapi, starts every process, waits until the instances are
+// ready, and exercises them.
 func (f *fleet) run(ctx context.Context) error {
 	logf("work directory %s", f.work)
 	binary := filepath.Join(f.work, "taskapi")
@@ -285,6 +288,7 @@ func (f *fleet) stopPostgres() error {
 	return f.command("postgres.log", true, filepath.Join(f.pgbin, "pg_ctl"), "-D", filepath.Join(f.work, "pg"), "-m", "fast", "-w", "stop").Run()
 }
 
+// startBouncer starts PgBouncer in transaction mode in front of PostgreSQL.
 func (f *fleet) startBouncer() error {
 	ini := filepath.Join(f.work, "pgbouncer.ini")
 	conf := fmt.Sprintf(`[databases]
@@ -316,12 +320,12 @@ logfile = %s/pgbouncer.log
 	return waitTCP(f.bouncerPort, 10*time.Second)
 }
 
-// databaseURL is the URL of the requests' pool (through PgBouncer) and
-// listenURL the direct one of the LISTEN connections.
+// databaseURL is the URL of the requests' pool: through PgBouncer.
 func (f *fleet) databaseURL() string {
 	return fmt.Sprintf("postgres://taskapi@127.0.0.1:%d/postgres?sslmode=disable&default_query_exec_mode=exec", f.bouncerPort)
 }
 
+// listenURL is the direct URL of the LISTEN connections.
 func (f *fleet) listenURL() string {
 	return fmt.Sprintf("postgres://taskapi@127.0.0.1:%d/postgres?sslmode=disable", f.pgPort)
 }
@@ -379,6 +383,8 @@ func (f *fleet) waitReady(i int, timeout time.Duration) error {
 	return nil
 }
 
+// startProxy starts HAProxy: one frontend over the three instances, and
+// one over instance 1 alone, for the throughput figure.
 func (f *fleet) startProxy() error {
 	var servers strings.Builder
 	for i, port := range f.apiPorts {
@@ -436,6 +442,7 @@ backend one
 	return waitTCP(f.proxyPort, 10*time.Second)
 }
 
+// startPrometheus starts Prometheus, scraping the instances every second.
 func (f *fleet) startPrometheus() error {
 	var targets []string
 	for _, port := range f.metricsPorts {

@@ -27,10 +27,12 @@ type tput struct {
 	failures int
 }
 
+// String is the run's result as it is printed.
 func (t tput) String() string {
 	return fmt.Sprintf("%.0f req/s p99 %v (%d failed)", t.rps, t.p99.Round(100*time.Microsecond), t.failures)
 }
 
+// cmp orders runs by throughput.
 func (t tput) cmp(u tput) int {
 	switch {
 	case t.rps < u.rps:
