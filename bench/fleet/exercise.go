@@ -278,7 +278,15 @@ func (f *fleet) exercise(ctx context.Context) error {
 			}
 		}
 	}
-	logf("database: %d acknowledged creates checked, %d missing", acked, missing)
+	twice, err := f.psql(fmt.Sprintf("SELECT count(*) FROM (SELECT FROM tasks WHERE user_id LIKE 'fleet-%s-%%' "+
+		"AND title LIKE 'fleet key %%' GROUP BY user_id, title HAVING count(*) > 1) AS d", run))
+	if err != nil {
+		return err
+	}
+	if len(twice) != 1 || twice[0] != "0" {
+		fail("Idempotency-Keys that made more than one task: %v, want 0", twice)
+	}
+	logf("database: %d acknowledged creates checked, %d missing; no Idempotency-Key made two tasks", acked, missing)
 	for _, p := range phases {
 		logf("%v", p)
 		if n := p.failed(); n > 0 {

@@ -208,11 +208,24 @@ func (l *load) step(u *loadUser) {
 		p.record("get", status, []int{200}, err, string(body))
 	case op < 70:
 		var headers map[string]string
+		task := `{"title":"fleet","priority":"medium","tags":["load"]}`
 		if op%2 == 0 {
-			headers = map[string]string{"Idempotency-Key": rand.Text()}
+			// The key is in the title too, so that the end can check that no
+			// key made two tasks.
+			key := rand.Text()
+			headers = map[string]string{"Idempotency-Key": key}
+			task = `{"title":"fleet key ` + key + `","priority":"medium","tags":["load"]}`
 		}
-		status, _, body, err := l.do("POST", "/api/me/tasks", u.tok, headers, `{"title":"fleet","priority":"medium","tags":["load"]}`)
+		status, _, body, err := l.do("POST", "/api/me/tasks", u.tok, headers, task)
 		p.record("create", status, []int{201}, err, string(body))
+		// A create with a key whose answer was lost is sent again with the
+		// same key, as a client should: it is made once, or answered with
+		// the task made the first time.
+		for try := 0; headers != nil && (status == 0 || status >= 500) && try < 5; try++ {
+			time.Sleep(500 * time.Millisecond)
+			status, _, body, err = l.do("POST", "/api/me/tasks", u.tok, headers, task)
+			p.record("create again, same key", status, []int{201}, err, string(body))
+		}
 		var t struct {
 			ID      string
 			Version int64
