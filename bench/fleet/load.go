@@ -145,8 +145,12 @@ type load struct {
 
 // newClient returns a client for many requests at once to one address.
 func newClient() *http.Client {
+	// A connection idle for HAProxy's keep-alive timeout (10 s) is closed
+	// by HAProxy: the client lets it go first, or a request sent on it as
+	// it closes fails.
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		MaxIdleConnsPerHost: 256, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 256, IdleConnTimeout: 5 * time.Second,
+		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 	}}
 }
 

@@ -67,7 +67,7 @@ func main() {
 	flag.IntVar(&o.latRate, "latency-rate", 100, "creates a second on instance 1 for the cross-instance event latency")
 	flag.DurationVar(&o.latTime, "latency-time", 10*time.Second, "how long the event latency is measured")
 	flag.DurationVar(&o.settle, "settle", 3*time.Second, "load before and after each fault")
-	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, configuration) after the run")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, configuration) after a run that passed too")
 	flag.Parse()
 	if *short {
 		o.users, o.streams, o.rate, o.tputWorkers = 20, 60, 100, 16
@@ -82,12 +82,9 @@ func main() {
 		os.Exit(1)
 	}
 	err = f.run(ctx)
-	f.close()
+	f.close(err == nil && !o.keep)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fleet: FAIL:", err)
-		if !o.keep {
-			fmt.Fprintln(os.Stderr, "fleet: (run with -keep to keep the logs)")
-		}
 		os.Exit(1)
 	}
 	fmt.Println("fleet: PASS")
@@ -247,8 +244,9 @@ func (f *fleet) run(ctx context.Context) error {
 	return f.exercise(ctx)
 }
 
-// close stops everything, and removes the work directory unless -keep.
-func (f *fleet) close() {
+// close stops everything, and removes the work directory if remove is set
+// (the run passed, without -keep).
+func (f *fleet) close(remove bool) {
 	for _, p := range f.instances {
 		stopProcess(p, syscall.SIGKILL, 5*time.Second)
 	}
@@ -256,8 +254,8 @@ func (f *fleet) close() {
 	stopProcess(f.prom, syscall.SIGTERM, 10*time.Second)
 	stopProcess(f.bouncer, syscall.SIGTERM, 5*time.Second)
 	f.command("postgres.log", true, filepath.Join(f.pgbin, "pg_ctl"), "-D", filepath.Join(f.work, "pg"), "-m", "immediate", "-w", "stop").Run()
-	if f.o.keep {
-		logf("kept %s", f.work)
+	if !remove {
+		logf("kept %s: the logs of every process, and their configuration", f.work)
 		return
 	}
 	os.RemoveAll(f.work)
@@ -340,7 +338,10 @@ func (f *fleet) startInstance(i int) error {
 		"HOST=127.0.0.1",
 		"PORT="+strconv.Itoa(f.apiPorts[i]),
 		fmt.Sprintf("METRICS_ADDR=127.0.0.1:%d", f.metricsPorts[i]),
-		"SHUTDOWN_DRAIN=2s",   // HAProxy checks every 500 ms
+		// HAProxy takes an instance out after two failed checks 500 ms
+		// apart; the drain leaves room for checks that come late on a
+		// busy machine.
+		"SHUTDOWN_DRAIN=4s",
 		"EVENTS_HEARTBEAT=5s", // under HAProxy's 60 s server timeout
 		"LOG_LEVEL=warn",
 	)
@@ -354,7 +355,7 @@ func (f *fleet) startInstance(i int) error {
 
 // proxyRise is how long HAProxy takes to route to an instance after its
 // /readyz answers 200: two checks (rise 2) 500 ms apart, and some slack.
-// SHUTDOWN_DRAIN (2 s) is as long: two failed checks take it out.
+// Two failed checks take it out, well within SHUTDOWN_DRAIN (4 s).
 const proxyRise = 1500 * time.Millisecond
 
 // waitReady waits until instance i's /readyz answers 200.
@@ -392,9 +393,14 @@ func (f *fleet) startProxy() error {
 	}
 	conf := fmt.Sprintf(`global
   maxconn 8000
+  # One line per request, on standard error (haproxy.log): the termination
+  # state says which side ended a request that failed.
+  log stderr format raw local0
 
 defaults
   mode http
+  log global
+  option httplog
   timeout connect 2s
   timeout client 60s
   timeout server 60s
