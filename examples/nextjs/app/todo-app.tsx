@@ -173,14 +173,14 @@ function Tasks({ sync }: { sync: TaskSync }) {
         <input type="search" aria-label="Search" placeholder="Search" value={q} onChange={(e) => setQ(e.target.value)}
           onKeyDown={(e) => e.key === "Escape" && setQ("")} />
         <label>Show
-          <select value={status} onChange={(e) => setStatus(e.target.value as typeof status)}>
+          <select aria-label="Show" value={status} onChange={(e) => setStatus(e.target.value as typeof status)}>
             <option value="all">All</option>
             <option value="pending">Pending</option>
             <option value="completed">Completed</option>
           </select>
         </label>
         <label>Priority
-          <select value={priority} onChange={(e) => setPriority(e.target.value as typeof priority)}>
+          <select aria-label="Priority" value={priority} onChange={(e) => setPriority(e.target.value as typeof priority)}>
             <option value="all">Any</option>
             <option value="high">High</option>
             <option value="medium">Medium</option>
@@ -188,13 +188,13 @@ function Tasks({ sync }: { sync: TaskSync }) {
           </select>
         </label>
         <label>Tag
-          <select value={tag} onChange={(e) => setTag(e.target.value)}>
+          <select aria-label="Tag" value={tag} onChange={(e) => setTag(e.target.value)}>
             <option value="">Any</option>
             {[...new Set([...allTags, ...(tag ? [tag] : [])])].map((t) => <option key={t} value={t}>#{t}</option>)}
           </select>
         </label>
         <label>Sort by
-          <select value={sort} onChange={(e) => setSort(e.target.value)}>
+          <select aria-label="Sort by" value={sort} onChange={(e) => setSort(e.target.value)}>
             {Object.keys(sorts).map((s) => <option key={s}>{s}</option>)}
           </select>
         </label>
@@ -323,7 +323,7 @@ function TaskItem(props: {
           <span className={`badge p-${task.priority}`}>{task.priority}</span>
           {d && <span className={d.overdue ? "due late" : "due"}>{d.text}</span>}
           {task.tags.map((tag) => (
-            <button key={tag} className="tag" onClick={() => props.onTag(tag)} aria-label={`Show tag ${tag}`}>#{tag}</button>
+            <button key={tag} className="tag" onClick={() => props.onTag(tag)} aria-label={`Filter by tag ${tag}`}>#{tag}</button>
           ))}
           {task.pending && <span className="pending">{props.online ? "saving…" : "waiting"}</span>}
         </span>

@@ -39,6 +39,9 @@ export function taskSync(api: TaskApi, userId: string) {
   const storageKey = `taskapi-sync:${userId}`;
   const confirmed = new Map<string, Task>(); // as taskapi last said
   const gone = new Set<string>(); // deleted: a late event must not bring one back
+  // Tasks the stream announced as created: the stream can tell of a create before its answer comes, and
+  // the local copy of the queued create is then not shown twice.
+  const announced = new Set<string>();
   let loaded = false, error = "", online = navigator.onLine, saving = false, saved = false;
   let retry: ReturnType<typeof setTimeout> | undefined, wait = 1000, snap: Snapshot;
   const listeners = new Set<() => void>();
@@ -57,9 +60,16 @@ export function taskSync(api: TaskApi, userId: string) {
   function changed() {
     const s = read();
     const tasks = new Map<string, ShownTask>(confirmed);
+    if (!s.queue.some((c) => c.op === "create")) announced.clear();
+    const unclaimed = new Set(announced);
+    const same = (t: Task, i: TaskInput) =>
+      t.title === i.title && t.description === (i.description ?? null) && t.priority === (i.priority ?? "medium") &&
+      t.due_date === (i.due_date ?? null) && JSON.stringify(t.tags) === JSON.stringify(i.tags ?? []);
     for (const c of s.queue) {
       const t = "id" in c ? tasks.get(c.id) : undefined;
-      if (c.op === "create") {
+      const twin = c.op === "create" ? [...unclaimed].find((id) => confirmed.has(id) && same(confirmed.get(id)!, c.input)) : undefined;
+      if (twin) unclaimed.delete(twin);
+      else if (c.op === "create") {
         const now = new Date().toISOString();
         tasks.set(c.id, {
           id: c.id, title: c.input.title, description: c.input.description ?? null, completed: false,
@@ -119,6 +129,7 @@ export function taskSync(api: TaskApi, userId: string) {
   }
 
   function onEvent(e: TaskEvent) {
+    if (e.type === "task.created" && !confirmed.has(e.task.id)) announced.add(e.task.id);
     if (e.type === "task.created" || e.type === "task.updated") confirm(e.task);
     else if (e.type === "task.deleted") forget(e.id);
     else if (e.type === "tasks.deleted") e.ids.forEach(forget);
@@ -172,6 +183,7 @@ export function taskSync(api: TaskApi, userId: string) {
       }
     } else if (result && "id" in result) {
       confirm(result);
+      if (c.op === "create") announced.delete(result.id);
     } else if (c.op === "delete") {
       forget(c.id);
     }
