@@ -97,7 +97,9 @@ function SyncStatus({ sync }: { sync: TaskSync }) {
   const s = useSnapshot(sync);
   const text = !s.online
     ? `Offline, ${plural(s.waiting, "change")} waiting`
-    : s.waiting
+    : s.conflicts.length
+      ? `${plural(s.conflicts.length, "conflict")} to settle`
+      : s.waiting
       ? `Saving ${plural(s.waiting, "change")}…`
       : s.saved
         ? "All changes saved"
