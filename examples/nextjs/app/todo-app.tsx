@@ -4,7 +4,7 @@
 import { useEffect, useRef, useState, useSyncExternalStore } from "react";
 import { authClient } from "@/lib/auth-client";
 import { forgetToken, taskapi, type Priority, type Task, type TaskInput, type TokenMode } from "@/lib/taskapi";
-import { taskSync, type Conflict, type ShownTask, type TaskSync } from "@/lib/sync";
+import { forgetList, taskSync, type Conflict, type ShownTask, type TaskSync } from "@/lib/sync";
 
 export default function TodoApp({ apiUrl, tokenMode }: { apiUrl: string; tokenMode: TokenMode }) {
   const { data: session, isPending } = authClient.useSession();
@@ -34,7 +34,7 @@ export default function TodoApp({ apiUrl, tokenMode }: { apiUrl: string; tokenMo
             className="link"
             onClick={() => {
               forgetToken();
-              authClient.signOut();
+              authClient.signOut().finally(() => forgetList(session.user.id));
             }}
           >
             Sign out

@@ -4,7 +4,8 @@
 // create carries the Idempotency-Key made when the user pressed Add, an edit or a delete the version it
 // started from (If-Match), so a replay never makes a second task and never overwrites a change made
 // elsewhere; that is a conflict, which the user settles (keep mine, or take theirs). Live updates are
-// applied as they come: the whole list is fetched only when the stream says reload. No framework: a
+// applied as they come: the whole list is fetched only when the stream says reload. The last list is kept
+// too, so that a page opened while taskapi cannot be reached shows it, and what waits. No framework: a
 // component calls subscribe() and reads snapshot(). Tabs of one user share the queue; a Web Lock lets one
 // tab at a time send it.
 import { TaskApiError, type Task, type TaskApi, type TaskEvent, type TaskInput } from "./taskapi";
@@ -47,6 +48,12 @@ export function taskSync(api: TaskApi, userId: string) {
   const listeners = new Set<() => void>();
   const waiters = new Map<string, { resolve: (r: "saved" | "waiting" | "conflict") => void; reject: (e: Error) => void }>();
 
+  // The tasks as last confirmed, for a page opened while taskapi cannot be reached; forgotten at sign-out.
+  const listKey = `taskapi-tasks:${userId}`;
+  const kept = localStorage.getItem(listKey);
+  if (kept) (JSON.parse(kept) as Task[]).forEach((t) => confirmed.set(t.id, t));
+  loaded = kept !== null;
+
   const read = (): Stored => ({ queue: [], conflicts: [], notices: [], ...JSON.parse(localStorage.getItem(storageKey) || "{}") });
   function update(fn: (s: Stored) => void) {
     const s = read();
@@ -81,6 +88,7 @@ export function taskSync(api: TaskApi, userId: string) {
       else if (c.op === "delete") tasks.delete(c.id);
       else if (c.op === "clear") for (const [id, t] of tasks) if (t.completed) tasks.delete(id);
     }
+    if (loaded) localStorage.setItem(listKey, JSON.stringify([...confirmed.values()]));
     snap = {
       tasks: loaded ? [...tasks.values()] : null,
       waiting: s.queue.length, online, saving, saved: saved && s.queue.length === 0,
@@ -99,7 +107,7 @@ export function taskSync(api: TaskApi, userId: string) {
   }
 
   // The whole list: at the start, and when the event stream says reload (it cannot say what changed).
-  let loading: Promise<void> | undefined, loadAgain = false;
+  let loading: Promise<void> | undefined, loadAgain = false, retryLoad: ReturnType<typeof setTimeout> | undefined;
   async function load(): Promise<void> {
     if (loading) {
       loadAgain = true;
@@ -113,9 +121,13 @@ export function taskSync(api: TaskApi, userId: string) {
         list.forEach((t) => confirmed.set(t.id, t));
         loaded = true;
         error = "";
+        online = true;
       })
       .catch((e: Error) => {
-        error = e instanceof TaskApiError ? e.message : `taskapi cannot be reached (${e.message})`;
+        if (e instanceof TaskApiError) error = e.message;
+        else if (loaded) online = false; // the last list is on screen: the status says offline
+        else error = `taskapi cannot be reached (${e.message})`;
+        if (!(e instanceof TaskApiError)) retryLoad = setTimeout(load, 5000);
       })
       .finally(() => {
         loading = undefined;
@@ -294,6 +306,7 @@ export function taskSync(api: TaskApi, userId: string) {
       return () => {
         stopEvents();
         clearTimeout(retry);
+        clearTimeout(retryLoad);
         window.removeEventListener("online", goOnline);
         window.removeEventListener("offline", goOffline);
         window.removeEventListener("storage", otherTab);
@@ -336,3 +349,8 @@ export function taskSync(api: TaskApi, userId: string) {
   };
 }
 export type TaskSync = ReturnType<typeof taskSync>;
+
+/** At sign-out: drops the user's last list from this browser (changes not yet saved stay, to be sent later). */
+export function forgetList(userId: string) {
+  localStorage.removeItem(`taskapi-tasks:${userId}`);
+}
