@@ -249,8 +249,7 @@ export function taskSync(api: TaskApi, userId: string) {
           online = false;
           retry = setTimeout(flush, wait);
           wait = Math.min(wait * 2, 30_000);
-          for (const [, w] of waiters) w.resolve("waiting");
-          waiters.clear();
+          for (const n of [...waiters.keys()]) release(n, "waiting");
           return;
         } finally {
           saving = false;
@@ -267,7 +266,7 @@ export function taskSync(api: TaskApi, userId: string) {
       flushing = false;
       // Changes another tab sent while this one waited for the lock: their waiters here are done.
       const queued = new Set(read().queue.map((q) => q.n));
-      for (const [n, w] of waiters) if (!queued.has(n)) (waiters.delete(n), w.resolve("saved"));
+      for (const n of [...waiters.keys()]) if (!queued.has(n)) release(n, "saved");
       changed();
       if (flushAgain) {
         flushAgain = false;
@@ -276,15 +275,21 @@ export function taskSync(api: TaskApi, userId: string) {
     }
   }
 
-  // Queues a change and starts sending. Resolves when it is saved, waits (offline), or conflicts;
-  // rejects with taskapi's answer when refused (a 422: the form keeps what the user typed).
+  // Queues a change and starts sending. Resolves when it is saved, waits (offline, or no answer within
+  // 5 s), or conflicts; rejects with taskapi's answer when refused (a 422: the form keeps what the user
+  // typed). A refusal that comes after the change was reported waiting becomes a notice.
   function enqueue(c: Change): Promise<"saved" | "waiting" | "conflict"> {
     const n = newId();
     const done = new Promise<"saved" | "waiting" | "conflict">((resolve, reject) => waiters.set(n, { resolve, reject }));
     update((s) => s.queue.push({ ...c, n } as Queued));
-    if (!online && !navigator.onLine) waiters.get(n)?.resolve("waiting");
+    if (!online && !navigator.onLine) release(n, "waiting");
+    else setTimeout(() => release(n, "waiting"), 5000);
     flush();
     return done;
+  }
+  function release(n: string, outcome: "saved" | "waiting" | "conflict") {
+    waiters.get(n)?.resolve(outcome);
+    waiters.delete(n);
   }
 
   const goOnline = () => ((online = true), (wait = 1000), flush());
