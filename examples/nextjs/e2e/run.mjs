@@ -57,7 +57,12 @@ const isOffline = (page) => offline.has(page.context());
 const tokenPath = tokenMode === "hs256" ? "/api/taskapi-token" : "/api/auth/token";
 const tokenCalls = new Map(); // page -> token requests
 const loads = new Map(); // page -> loads of the app
+const writes = []; // every write to taskapi a page starts: "who method path", for the offline steps' record
 function watch(page, who) {
+  page.on("request", (r) => {
+    if (r.url().startsWith(apiUrl) && !["GET", "OPTIONS"].includes(r.method()))
+      writes.push(`${new Date().toISOString().slice(11, 23)} ${who}${isOffline(page) ? " (offline)" : ""}: ${r.method()} ${new URL(r.url()).pathname}`);
+  });
   const requests = new Set();
   inFlight.set(page, requests);
   page.on("request", (r) => {
@@ -460,7 +465,12 @@ try {
   // cannot load offline: there is no service worker); back online, each change reaches taskapi once.
   await step("offline-changes-wait", page, async () => {
     offline.add(alice);
+    // Chromium's offline emulation can let a request made just after it through to taskapi (seen: the
+    // create reached taskapi and its answer was lost); aborting every request to taskapi makes sure none does.
+    await alice.route(`${apiUrl}/**`, (route) => route.abort("internetdisconnected"));
     await alice.setOffline(true);
+    await page.waitForFunction(() => !navigator.onLine);
+    writes.length = 0;
     await fillTask(page, { title: "Buy stamps", tags: "errands" });
     await newTaskForm(page).getByRole("button", { name: "Add" }).click();
     await item(page, "Buy stamps").waitFor();
@@ -490,7 +500,7 @@ try {
     );
     await page.close();
     await alice.setOffline(false);
-    page = await alice.newPage();
+    page = await alice.newPage(); // the app can be reached; taskapi still cannot (the route)
     watch(page, "alice, reopened");
     // The writes taskapi answers (an aborted one has no answer).
     const posts = [];
@@ -499,7 +509,6 @@ try {
       if (r.url().startsWith(apiUrl) && !["GET", "OPTIONS"].includes(q.method())) posts.push(`${q.method()} ${new URL(r.url()).pathname}`);
     };
     page.on("response", count);
-    await alice.route(`${apiUrl}/**`, (route) => route.abort("internetdisconnected"));
     await page.goto(appUrl);
     await expectTitles(page, ["Buy stamps", "Book the dentist", "Pay rent today"]);
     await status(page).filter({ hasText: "Offline, 5 changes waiting" }).waitFor();
@@ -510,10 +519,10 @@ try {
     await expectTitles(page, ["Buy stamps", "Book the dentist", "Pay rent today"]);
     await settle(page);
     page.off("response", count);
-    const writes = posts.filter((p) => !p.endsWith("/events/ticket"));
-    console.log(`  sent back online: ${writes.join(", ")}`);
+    const sent = posts.filter((p) => !p.endsWith("/events/ticket"));
+    console.log(`  sent back online: ${sent.join(", ")}`);
     // One request per change, in the order they were made.
-    assert.deepEqual(writes.map((w) => w.split(" ")[0]), ["POST", "PATCH", "PATCH", "PATCH", "DELETE"], writes.join(", "));
+    assert.deepEqual(sent.map((w) => w.split(" ")[0]), ["POST", "PATCH", "PATCH", "PATCH", "DELETE"], sent.join(", "));
     const onServer = await serverTasks(page);
     const byTitle = (t) => onServer.filter((x) => x.title === t);
     assert.equal(byTitle("Buy stamps").length, 1, "Buy stamps, once");
@@ -600,7 +609,7 @@ try {
   await step("alice-signs-out-again", page, () => signOut(page));
   console.log(`e2e (${tokenMode}): all ${stepNo} steps passed; screenshots in ${shots}`);
 } catch (e) {
-  console.error(`e2e (${tokenMode}): FAIL: ${e.message}\nscreenshots in ${shots}`);
+  console.error(`e2e (${tokenMode}): FAIL: ${e.message}\nwrites since going offline:\n  ${writes.join("\n  ")}\nscreenshots in ${shots}`);
   process.exitCode = 1;
 } finally {
   await browser.close();

@@ -12,7 +12,7 @@ import { TaskApiError, type Task, type TaskApi, type TaskEvent, type TaskInput }
 
 /** A change the user made, as it waits in the queue. base is the task's version the change started from. */
 export type Change =
-  | { op: "create"; id: string; key: string; input: TaskInput } // id: a local id, until taskapi gives one
+  | { op: "create"; id: string; key: string; input: TaskInput; twin?: string } // id: a local id until saved
   | { op: "update"; id: string; base: number; changes: Partial<TaskInput> }
   | { op: "complete"; id: string; base: number; completed: boolean }
   | { op: "delete"; id: string; base: number; title: string; holdUntil: number } // undo is possible until then
@@ -40,9 +40,6 @@ export function taskSync(api: TaskApi, userId: string) {
   const storageKey = `taskapi-sync:${userId}`;
   const confirmed = new Map<string, Task>(); // as taskapi last said
   const gone = new Set<string>(); // deleted: a late event must not bring one back
-  // Tasks the stream announced as created: the stream can tell of a create before its answer comes, and
-  // the local copy of the queued create is then not shown twice.
-  const announced = new Set<string>();
   let loaded = false, error = "", online = navigator.onLine, saving = false, saved = false;
   let retry: ReturnType<typeof setTimeout> | undefined, wait = 1000, snap: Snapshot;
   const listeners = new Set<() => void>();
@@ -67,15 +64,11 @@ export function taskSync(api: TaskApi, userId: string) {
   function changed() {
     const s = read();
     const tasks = new Map<string, ShownTask>(confirmed);
-    if (!s.queue.some((c) => c.op === "create")) announced.clear();
-    const unclaimed = new Set(announced);
-    const same = (t: Task, i: TaskInput) =>
-      t.title === i.title && t.description === (i.description ?? null) && t.priority === (i.priority ?? "medium") &&
-      t.due_date === (i.due_date ?? null) && JSON.stringify(t.tags) === JSON.stringify(i.tags ?? []);
+    const alias = new Map<string, string>(); // a queued create's local id -> its twin's id
     for (const c of s.queue) {
-      const t = "id" in c ? tasks.get(c.id) : undefined;
-      const twin = c.op === "create" ? [...unclaimed].find((id) => confirmed.has(id) && same(confirmed.get(id)!, c.input)) : undefined;
-      if (twin) unclaimed.delete(twin);
+      const id = "id" in c ? (alias.get(c.id) ?? c.id) : "";
+      const t = tasks.get(id);
+      if (c.op === "create" && c.twin && confirmed.has(c.twin)) alias.set(c.id, c.twin);
       else if (c.op === "create") {
         const now = new Date().toISOString();
         tasks.set(c.id, {
@@ -83,9 +76,9 @@ export function taskSync(api: TaskApi, userId: string) {
           priority: c.input.priority ?? "medium", due_date: c.input.due_date ?? null, tags: c.input.tags ?? [],
           created_at: now, updated_at: now, version: 0, pending: true,
         });
-      } else if (c.op === "update" && t) tasks.set(c.id, { ...t, ...c.changes, pending: true } as ShownTask);
-      else if (c.op === "complete" && t) tasks.set(c.id, { ...t, completed: c.completed, pending: true });
-      else if (c.op === "delete") tasks.delete(c.id);
+      } else if (c.op === "update" && t) tasks.set(id, { ...t, ...c.changes, pending: true } as ShownTask);
+      else if (c.op === "complete" && t) tasks.set(id, { ...t, completed: c.completed, pending: true });
+      else if (c.op === "delete") tasks.delete(id);
       else if (c.op === "clear") for (const [id, t] of tasks) if (t.completed) tasks.delete(id);
     }
     if (loaded) localStorage.setItem(listKey, JSON.stringify([...confirmed.values()]));
@@ -140,8 +133,20 @@ export function taskSync(api: TaskApi, userId: string) {
     return loading;
   }
 
+  // The stream can tell of a create before taskapi's answer to it comes (or when the answer was lost): the
+  // queued create with the same fields is marked as that task's twin, and not shown twice.
+  function findTwin(task: Task) {
+    const same = (i: TaskInput) =>
+      task.title === i.title && task.description === (i.description ?? null) && task.priority === (i.priority ?? "medium") &&
+      task.due_date === (i.due_date ?? null) && JSON.stringify(task.tags) === JSON.stringify(i.tags ?? []);
+    const s = read();
+    if (s.queue.some((c) => c.op === "create" && c.twin === task.id)) return;
+    const c = s.queue.find((c) => c.op === "create" && !c.twin && same(c.input));
+    if (c) update((s) => s.queue.forEach((q) => q.n === c.n && q.op === "create" && (q.twin = task.id)));
+  }
+
   function onEvent(e: TaskEvent) {
-    if (e.type === "task.created" && !confirmed.has(e.task.id)) announced.add(e.task.id);
+    if (e.type === "task.created") findTwin(e.task);
     if (e.type === "task.created" || e.type === "task.updated") confirm(e.task);
     else if (e.type === "task.deleted") forget(e.id);
     else if (e.type === "tasks.deleted") e.ids.forEach(forget);
@@ -195,7 +200,6 @@ export function taskSync(api: TaskApi, userId: string) {
       }
     } else if (result && "id" in result) {
       confirm(result);
-      if (c.op === "create") announced.delete(result.id);
     } else if (c.op === "delete") {
       forget(c.id);
     }
