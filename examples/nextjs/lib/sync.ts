@@ -115,6 +115,7 @@ export function taskSync(api: TaskApi, userId: string) {
         loaded = true;
         error = "";
         online = true;
+        if (read().queue.length) flush(); // taskapi answers again: what waits need not wait for its backoff
       })
       .catch((e: Error) => {
         if (e instanceof TaskApiError) error = e.message;
