@@ -171,6 +171,28 @@ func (pg *devPostgres) waitReady(ctx context.Context, timeout time.Duration) err
 	}
 }
 
+// offerDatabase makes the database name on the server unless it is there,
+// for a program that runs beside taskapi in development (the example
+// frontend keeps Better Auth's users in one), and returns its URL. Only
+// processes that can reach the server's socket can use it.
+func (pg *devPostgres) offerDatabase(ctx context.Context, name string) (string, error) {
+	conn, err := pgx.Connect(ctx, pg.URL)
+	if err != nil {
+		return "", fmt.Errorf("development database: %w", err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		return "", fmt.Errorf("development database %s: %w", name, err)
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+			return "", fmt.Errorf("development database %s: %w", name, err)
+		}
+	}
+	return "postgres:///" + url.PathEscape(name) + "?user=taskapi&sslmode=disable&host=" + url.QueryEscape(pg.sockDir), nil
+}
+
 // Stop shuts the server down (PostgreSQL's "fast" shutdown: open sessions
 // are ended, committed data is kept), waits for it to exit, and removes its
 // socket directory unless it was given one. It is safe to call more than

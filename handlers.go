@@ -39,7 +39,7 @@ func newServer(logger *slog.Logger, version string, store *Store, verifier *Veri
 	var h http.Handler = mux
 	h = problemRoutes(h, logger)
 	h = checkQuery(h, logger)
-	h = cors(h, corsOrigins)
+	h = cors(h, corsOrigins, logger)
 	h = secureHeaders(h)
 	h = recoverPanics(h, logger)
 	h = logRequests(h, logger, guards.requests)

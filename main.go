@@ -71,6 +71,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logOut := newLogWriter(stdout, 100*time.Millisecond)
 	defer logOut.Close()
 	logger := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	if len(cfg.CORSOrigins) == 0 {
+		logger.Warn("CORS_ORIGINS is not set: no web page on another origin can call taskapi; " +
+			"set it to the frontend's origin, e.g. CORS_ORIGINS=http://localhost:3000")
+	}
 
 	usingDevSecret := false
 	if cfg.DevDB {
@@ -85,6 +89,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		logger.Warn("DATABASE_URL is not set: using a local DEVELOPMENT database; set DATABASE_URL in production",
 			"data_dir", filepath.Join(cfg.DataDir, "postgres"), "log", filepath.Join(cfg.DataDir, "postgres.log"))
 		cfg.DB.URL = pg.URL
+		// A database for the example frontend's Better Auth, so that it
+		// needs no PostgreSQL of its own: its URL changes with each start.
+		authURL, err := pg.offerDatabase(ctx, "better_auth")
+		if err != nil {
+			return err
+		}
+		authURLFile := filepath.Join(cfg.DataDir, "better-auth-database-url")
+		if err := os.WriteFile(authURLFile, []byte(authURL+"\n"), 0o600); err != nil {
+			return fmt.Errorf("development database: %w", err)
+		}
+		logger.Info("a development database for Better Auth", "url_file", authURLFile)
 		if !cfg.authConfigured() {
 			if cfg.Secret, err = devSecret(cfg.DataDir); err != nil {
 				return err

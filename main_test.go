@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/jackc/pgx/v5"
 )
 
 func TestRunServesAndStops(t *testing.T) {
@@ -37,6 +38,9 @@ func TestRunServesAndStops(t *testing.T) {
 	}
 	if err := stop(); err != nil {
 		t.Errorf("run returned %v after a clean shutdown, want nil", err)
+	}
+	if !strings.Contains(stdout.String(), "CORS_ORIGINS is not set") {
+		t.Errorf("run without CORS_ORIGINS does not warn about it, want \"CORS_ORIGINS is not set\":\n%s", stdout)
 	}
 	if !strings.Contains(stdout.String(), `"msg":"stopped"`) {
 		t.Errorf("no shutdown in the log, want a \"stopped\" line:\n%s", stdout)
@@ -99,6 +103,20 @@ func TestRunDevelopmentDatabase(t *testing.T) {
 	if res := send(t, http.DefaultClient, "POST", "http://"+addr+"/api/me/tasks", tok, nil, `{"title":"survives a restart"}`); res.Status != 201 {
 		t.Fatalf("create with the printed token: %d, want 201", res.Status)
 	}
+	// A database for Better Auth, at the URL in the file.
+	authURL, err := os.ReadFile(filepath.Join(dataDir, "better-auth-database-url"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(context.Background(), strings.TrimSpace(string(authURL)))
+	if err != nil {
+		t.Fatalf("connect to the Better Auth database at %s: %v", authURL, err)
+	}
+	var name string
+	if err := conn.QueryRow(context.Background(), "SELECT current_database()").Scan(&name); err != nil || name != "better_auth" {
+		t.Errorf("Better Auth's database: %q, %v; want better_auth", name, err)
+	}
+	conn.Close(context.Background())
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

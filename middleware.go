@@ -73,18 +73,25 @@ func (w *routeErrorWriter) Unwrap() http.ResponseWriter { return w.ResponseWrite
 // Authorization header, never in cookies. Origins listed by name may also
 // send requests with credentials (fetch's credentials: "include"), which
 // some frontends do for every call; taskapi reads no cookie, so that grants
-// nothing more. With no origins, it does nothing.
-func cors(next http.Handler, origins []string) http.Handler {
-	if len(origins) == 0 {
-		return next
-	}
+// nothing more. A preflight from an origin not allowed (any origin, with no
+// origins) is logged with that origin, since the browser only tells the
+// page's console; with no origins, cors does nothing else.
+func cors(next http.Handler, origins []string, logger *slog.Logger) http.Handler {
 	anyOrigin := slices.Contains(origins, "*")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Add("Vary", "Origin")
 		origin := r.Header.Get("Origin")
 		listed := origin != "" && slices.Contains(origins, origin)
 		preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
+		if preflight && origin != "" && !anyOrigin && !listed {
+			logger.Warn("refused a browser's preflight: its origin is not in CORS_ORIGINS",
+				"origin", origin, "cors_origins", strings.Join(origins, ","), "path", r.URL.Path)
+		}
+		if len(origins) == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		h := w.Header()
+		h.Add("Vary", "Origin")
 		if origin == "" || !anyOrigin && !listed {
 			if preflight && origin != "" {
 				// An origin not allowed: answered, without the headers

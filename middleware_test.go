@@ -134,6 +134,10 @@ func TestCORS(t *testing.T) {
 		t.Errorf("preflight from another origin: %d, Access-Control-Allow-Origin %q; want 204 without it",
 			resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
 	}
+	// The browser tells only the page why; taskapi's log says which origin it refused.
+	if logs := e.logs.String(); !strings.Contains(logs, `"origin":"https://evil.example.com"`) || strings.Contains(logs, `"origin":"https://app.example.com"`) {
+		t.Errorf("log after preflights from the app and from evil.example.com: want a line with origin evil.example.com only:\n%s", logs)
+	}
 	// An actual request from the app can read errors too.
 	req, _ := http.NewRequest("GET", e.srv.URL+"/api/me/tasks", nil)
 	req.Header.Set("Origin", "https://app.example.com")
@@ -178,6 +182,25 @@ func TestCORSCredentials(t *testing.T) {
 				t.Errorf("origins %q, Origin %s, %s: Access-Control-Allow-Credentials %q, want %q", c.origins, c.origin, name, got, c.want)
 			}
 		}
+	}
+}
+
+// TestCORSUnset checks that with no CORS_ORIGINS a browser's preflight,
+// which then fails, is logged with the origin it came from.
+func TestCORSUnset(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, nil)
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, nil))
+	srv := httptest.NewServer(newServer(logger, "test", e.store, e.verifier, guards{}, newCursorCodec([]byte("k")), nil, nil))
+	defer srv.Close()
+	res := send(t, srv.Client(), "OPTIONS", srv.URL+"/api/me/tasks", "",
+		map[string]string{"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"}, "")
+	if res.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("preflight with no CORS_ORIGINS: Access-Control-Allow-Origin %q, want none", res.Header.Get("Access-Control-Allow-Origin"))
+	}
+	if !strings.Contains(logs.String(), "refused a browser's preflight") || !strings.Contains(logs.String(), `"origin":"http://localhost:3000"`) {
+		t.Errorf("log after a preflight from http://localhost:3000 with no CORS_ORIGINS: want a warning naming it:\n%s", logs)
 	}
 }
 

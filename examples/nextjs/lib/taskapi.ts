@@ -1,5 +1,5 @@
-// taskapi from the browser: every call gets a short-lived JWT for the signed-in user and sends it as a
-// bearer token to taskapi's origin. No cookies go to taskapi (no credentials: "include"): it needs only the token.
+// taskapi from the browser: every call sends the signed-in user's short-lived JWT (kept until shortly before
+// it expires) as a bearer token to taskapi's origin. No cookies go to taskapi (no credentials: "include"): it needs only the token.
 import { authClient } from "./auth-client";
 
 export type Priority = "low" | "medium" | "high";
@@ -15,7 +15,13 @@ export type Task = {
   updated_at: string;
   version: number; // the ETag is this number in quotes
 };
-export type TaskInput = { title: string; priority?: Priority; due_date?: string | null; tags?: string[] };
+export type TaskInput = {
+  title: string;
+  description?: string | null;
+  priority?: Priority;
+  due_date?: string | null;
+  tags?: string[];
+};
 export type ListQuery = {
   status?: "all" | "pending" | "completed";
   sort?: "created" | "updated" | "title" | "due_date" | "priority";
@@ -42,7 +48,7 @@ export class TaskApiError extends Error {
 
 // jwks: Better Auth's JWT plugin signs the token (EdDSA); taskapi checks it with the keys at /api/auth/jwks.
 // hs256: this app's route /api/taskapi-token signs it with the BETTER_AUTH_SECRET that taskapi shares.
-async function getToken(mode: TokenMode): Promise<string> {
+async function fetchToken(mode: TokenMode): Promise<string> {
   if (mode === "hs256") {
     const res = await fetch("/api/taskapi-token");
     if (!res.ok) throw new Error(`no token (HTTP ${res.status})`);
@@ -53,9 +59,29 @@ async function getToken(mode: TokenMode): Promise<string> {
   return data.token;
 }
 
+// One token per lifetime: it is kept (in memory, never in storage) until a minute before its exp, and
+// calls made meanwhile share one request for the next. Sign-out must call forgetToken().
+let cached: { token: string; exp: number } | undefined;
+let pending: Promise<string> | undefined;
+function getToken(mode: TokenMode): Promise<string> {
+  if (cached && Date.now() < cached.exp - 60_000) return Promise.resolve(cached.token);
+  pending ??= fetchToken(mode)
+    .then((token) => {
+      const claims = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+      cached = { token, exp: claims.exp * 1000 };
+      return token;
+    })
+    .finally(() => (pending = undefined));
+  return pending;
+}
+/** Drops the cached token: at sign-out, and when taskapi refuses it (401). */
+export function forgetToken() {
+  cached = undefined;
+}
+
 /** The routes of taskapi the app uses, at baseUrl (taskapi's origin, e.g. http://localhost:8080). */
 export function taskapi(baseUrl: string, mode: TokenMode = "jwks") {
-  async function call<T>(path: string, init: RequestInit = {}): Promise<T> {
+  async function call<T>(path: string, init: RequestInit = {}, retried = false): Promise<T> {
     const token = await getToken(mode);
     const res = await fetch(`${baseUrl}/api/me${path}`, {
       ...init,
@@ -65,6 +91,10 @@ export function taskapi(baseUrl: string, mode: TokenMode = "jwks") {
         ...init.headers,
       },
     });
+    if (res.status === 401 && !retried) {
+      forgetToken(); // expired early, or signed by a key taskapi no longer trusts: one fresh token, once
+      return call<T>(path, init, true);
+    }
     if (!res.ok) throw new TaskApiError(res.status, await res.json().catch(() => ({})));
     return res.status === 204 ? (undefined as T) : res.json();
   }
@@ -78,7 +108,8 @@ export function taskapi(baseUrl: string, mode: TokenMode = "jwks") {
    * function is called. A stream ends when its token expires and a ticket is good for a minute only, so
    * on any error it opens a new stream with a fresh ticket, resuming after the last event it saw
    * (?since=; EventSource sends Last-Event-ID only on reconnects of its own). A stream that starts from
-   * now (the first, or one before any event) reports a reload: a change may have come before it.
+   * now (the first, or one before any event) reports a reload: a change may have come before it. When the
+   * browser comes back online, a stream waiting to reconnect does so at once.
    */
   function events(onEvent: (e: TaskEvent) => void): () => void {
     let source: EventSource | undefined, lastId = "", stopped = false, wait = 1000;
@@ -88,7 +119,14 @@ export function taskapi(baseUrl: string, mode: TokenMode = "jwks") {
       if (!stopped) retry = setTimeout(open, wait);
       wait = Math.min(wait * 2, 30_000);
     };
+    const online = () => {
+      if (retry === undefined) return; // open, or opening
+      clearTimeout(retry);
+      wait = 1000;
+      open();
+    };
     async function open() {
+      retry = undefined;
       let t: string;
       try {
         t = (await ticket()).ticket;
@@ -112,21 +150,29 @@ export function taskapi(baseUrl: string, mode: TokenMode = "jwks") {
       }
     }
     open();
+    window.addEventListener("online", online);
     return () => {
       stopped = true;
       clearTimeout(retry);
       source?.close();
+      window.removeEventListener("online", online);
     };
   }
 
   return {
     list: (q: ListQuery = {}) => call<Task[]>(`/tasks?${new URLSearchParams(q as Record<string, string>)}`),
-    create: (task: TaskInput) => call<Task>("/tasks", { method: "POST", body: json(task) }),
-    // If-Match: the edit goes through only if nobody changed the task since it was loaded (else 412).
-    update: (task: Task, changes: Partial<TaskInput>) =>
-      call<Task>(`/tasks/${task.id}`, { method: "PATCH", body: json(changes), headers: { "If-Match": `"${task.version}"` } }),
-    toggle: (id: string) => call<Task>(`/tasks/${id}/complete`, { method: "PATCH" }),
-    remove: (id: string) => call<void>(`/tasks/${id}`, { method: "DELETE" }),
+    get: (id: string) => call<Task>(`/tasks/${id}`),
+    // Idempotency-Key: a retry of the same create (a double click, a replay after a lost answer) makes no second task.
+    create: (task: TaskInput, key: string) =>
+      call<Task>("/tasks", { method: "POST", body: json(task), headers: { "Idempotency-Key": key } }),
+    // If-Match: the edit goes through only if nobody changed the task since version (else 412).
+    update: (id: string, version: number, changes: Partial<TaskInput>) =>
+      call<Task>(`/tasks/${id}`, { method: "PATCH", body: json(changes), headers: { "If-Match": `"${version}"` } }),
+    // Sets completed rather than toggling it, so that a replay cannot undo it.
+    setCompleted: (id: string, completed: boolean) =>
+      call<Task>(`/tasks/${id}/complete`, { method: "PATCH", body: json({ completed }) }),
+    remove: (id: string, version: number) =>
+      call<void>(`/tasks/${id}`, { method: "DELETE", headers: { "If-Match": `"${version}"` } }),
     clearCompleted: () => call<{ deleted: number }>("/tasks?status=completed", { method: "DELETE" }),
     ticket,
     events,
