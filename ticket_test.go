@@ -71,9 +71,10 @@ func TestEventsTickets(t *testing.T) {
 func TestEventsTokenExpiry(t *testing.T) {
 	t.Parallel()
 	e := newLiveEnv(t, testEventsConfig())
-	// The token's exp is in whole seconds, no earlier than this.
-	expires := time.Unix(time.Now().Add(2*time.Second).Unix(), 0)
-	tok, err := mintToken(testSecret, User{ID: "brief"}, "", "", 2*time.Second)
+	// The token's exp is in whole seconds, no earlier than this: 2 to 3 s
+	// away, so that the stream opens before it (an expired token is a 401).
+	expires := time.Unix(time.Now().Add(3*time.Second).Unix(), 0)
+	tok, err := mintToken(testSecret, User{ID: "brief"}, "", "", 3*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
