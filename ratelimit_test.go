@@ -312,6 +312,8 @@ func TestSlowFiltersDoNotSlowOthers(t *testing.T) {
 			}
 		})
 	}
+	endHog := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer endHog() // also when the test fails midway
 	// The hog's six clients are all under way: each has had an answer.
 	waitFor(t, func() bool {
 		mu.Lock()
@@ -319,8 +321,7 @@ func TestSlowFiltersDoNotSlowOthers(t *testing.T) {
 		return len(started) == 6
 	})
 	hammered := listP99()
-	close(stop)
-	wg.Wait()
+	endHog()
 	t.Logf("the other user's list p99: %v quiet, %v with six clients of a user of %d tasks on slow filters (their answers: %v)",
 		quiet, hammered, testTaskQuota, hogAnswers)
 	if limit := 20*quiet + 100*time.Millisecond; hammered > limit {
