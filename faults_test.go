@@ -128,6 +128,19 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 			}
 		}()
 	}
+	defer stop.Store(true) // the load ends also when the test fails midway
+	// seen counts the answers of status to requests begun in phase p.
+	seen := func(p string, status int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, r := range results {
+			if r.phase == p && r.status == status {
+				n++
+			}
+		}
+		return n
+	}
 	ready := func() int {
 		resp, err := http.Get(srv.URL + "/readyz")
 		if err != nil {
@@ -137,14 +150,16 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 		return resp.StatusCode
 	}
 
-	time.Sleep(time.Second)
+	waitFor(t, func() bool { return seen("before", 201) > 0 }) // the load is under way
 	phase.Store("outage")
-	pg.Stop()
-	time.Sleep(500 * time.Millisecond)
+	pg.Stop() // returns once the server has exited
+	outage := time.Now()
 	if s := ready(); s != 503 {
 		t.Errorf("readyz during the outage: %d, want 503", s)
 	}
-	time.Sleep(2500 * time.Millisecond)
+	// The database stays down for 3 s, and until the load has met the outage.
+	waitFor(t, func() bool { return seen("outage", 503) >= 6 })
+	time.Sleep(3*time.Second - time.Since(outage))
 	phase.Store("restarting")
 	if start() == nil {
 		t.FailNow()
@@ -157,7 +172,7 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 	if s := ready(); s != 200 {
 		t.Errorf("readyz after the restart: %d, want 200", s)
 	}
-	time.Sleep(time.Second)
+	waitFor(t, func() bool { return seen("after", 201) > 0 }) // the service has recovered
 	stop.Store(true)
 	wg.Wait()
 
@@ -286,7 +301,7 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(time.Second)
+	waitFor(t, func() bool { return created.Load() >= 8 }) // the load is under way
 	began := time.Now()
 	if err := stop(); err != nil {
 		t.Fatalf("run returned %v, want nil", err)
@@ -500,6 +515,19 @@ func TestRollingRestartDropsNothing(t *testing.T) {
 	)
 	stopLoad := make(chan struct{})
 	var load sync.WaitGroup
+	endLoad := sync.OnceFunc(func() { close(stopLoad); load.Wait() })
+	defer endLoad() // also when the test fails midway
+	// loadGoesThrough waits until ten more creates have been acknowledged.
+	loadGoesThrough := func() {
+		mu.Lock()
+		n := len(created)
+		mu.Unlock()
+		waitFor(t, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(created) >= n+10
+		})
+	}
 	for w := range 4 {
 		load.Go(func() {
 			client := &http.Client{Timeout: 10 * time.Second}
@@ -540,7 +568,7 @@ func TestRollingRestartDropsNothing(t *testing.T) {
 
 	// Restart each instance in turn, as a deploy does.
 	for i := range cmds {
-		time.Sleep(300 * time.Millisecond)
+		loadGoesThrough()
 		cmds[i].Process.Signal(syscall.SIGTERM)
 		if err := cmds[i].Wait(); err != nil {
 			t.Errorf("instance %d exited with %v, want a clean exit", i, err)
@@ -550,9 +578,8 @@ func TestRollingRestartDropsNothing(t *testing.T) {
 		backends[i].addr.Store(addr)
 		waitFor(t, func() bool { return backends[i].healthy.Load() })
 	}
-	time.Sleep(300 * time.Millisecond)
-	close(stopLoad)
-	load.Wait()
+	loadGoesThrough()
+	endLoad()
 
 	mu.Lock()
 	defer mu.Unlock()

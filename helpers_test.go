@@ -477,21 +477,33 @@ func isAuthError(err error) bool {
 // waitForBlocked waits until a statement waits for a lock that tx holds.
 func waitForBlocked(t *testing.T, db *sql.DB, tx *sql.Tx) {
 	t.Helper()
+	waitForBlockedN(t, db, tx, 1)
+}
+
+// waitForBlockedN waits until n statements wait for a lock that tx holds,
+// or for one that a statement waiting for it holds: the second of two
+// updates of a locked row waits for the first one's lock on the row.
+func waitForBlockedN(t *testing.T, db *sql.DB, tx *sql.Tx, n int) {
+	t.Helper()
 	var holder int
 	if err := tx.QueryRow(`SELECT pg_backend_pid()`).Scan(&holder); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		var waiting bool
-		err := db.QueryRow(`SELECT EXISTS (SELECT FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid)))`, holder).Scan(&waiting)
+	waiting := 0
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		err := db.QueryRow(`WITH RECURSIVE waiter (pid) AS (
+				SELECT pid FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))
+				UNION
+				SELECT a.pid FROM pg_stat_activity a JOIN waiter w ON w.pid = ANY (pg_blocking_pids(a.pid)))
+			SELECT count(*) FROM waiter`, holder).Scan(&waiting)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if waiting {
+		if waiting >= n {
 			return
 		}
 	}
-	t.Fatal("no statement ever waited for the transaction's lock")
+	t.Fatalf("%d statements waited for the transaction's lock after 10 s, want %d", waiting, n)
 }
 
 // lockTask locks the task's row in a transaction on a connection of its

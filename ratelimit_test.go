@@ -103,10 +103,10 @@ func TestOneUserCannotStarveAnother(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer tx.Rollback() // also when the test fails midway: the schema's drop waits for it
 	if _, err := tx.Exec("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", task.ID); err != nil {
 		t.Fatal(err)
 	}
-	locked := time.Now()
 	var wg sync.WaitGroup
 	statuses := make(chan int, 6)
 	for range 6 {
@@ -114,7 +114,7 @@ func TestOneUserCannotStarveAnother(t *testing.T) {
 			statuses <- e.do("PATCH", "/api/me/tasks/"+task.ID, hog, `{"title":"waiting"}`).Status
 		})
 	}
-	time.Sleep(100 * time.Millisecond) // the hog's statements are waiting on the lock
+	waitForBlockedN(t, locker, tx, 2) // the hog's two places are statements waiting on the lock
 	var latencies []time.Duration
 	for range 40 {
 		start := time.Now()
@@ -123,11 +123,20 @@ func TestOneUserCannotStarveAnother(t *testing.T) {
 		}
 		latencies = append(latencies, time.Since(start))
 	}
-	time.Sleep(time.Second - time.Since(locked)) // past the gate's wait
+	// The other four are answered while the lock is held: none can get a
+	// place before the gate's wait ends.
+	count := map[int]int{}
+	for range 4 {
+		select {
+		case s := <-statuses:
+			count[s]++
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the hog's updates past its two places: %v answered after 30 s, want four answered while two wait on the lock", count)
+		}
+	}
 	tx.Rollback()
 	wg.Wait()
 	close(statuses)
-	count := map[int]int{}
 	for s := range statuses {
 		count[s]++
 	}
@@ -282,6 +291,7 @@ func TestSlowFiltersDoNotSlowOthers(t *testing.T) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	hogAnswers := map[int]int{}
+	started := map[int]bool{} // the clients that have had an answer
 	for i := range 6 {
 		path := "/api/me/tasks?tag=nomatch&limit=5"
 		if i%2 == 1 {
@@ -297,14 +307,21 @@ func TestSlowFiltersDoNotSlowOthers(t *testing.T) {
 				s := e.do("GET", path, hog, nil).Status
 				mu.Lock()
 				hogAnswers[s]++
+				started[i] = true
 				mu.Unlock()
 			}
 		})
 	}
-	time.Sleep(200 * time.Millisecond)
+	endHog := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer endHog() // also when the test fails midway
+	// The hog's six clients are all under way: each has had an answer.
+	waitFor(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(started) == 6
+	})
 	hammered := listP99()
-	close(stop)
-	wg.Wait()
+	endHog()
 	t.Logf("the other user's list p99: %v quiet, %v with six clients of a user of %d tasks on slow filters (their answers: %v)",
 		quiet, hammered, testTaskQuota, hogAnswers)
 	if limit := 20*quiet + 100*time.Millisecond; hammered > limit {
