@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -37,7 +38,7 @@ const replayPage = 500
 // Once the headers are sent, the stream takes the connection over from
 // net/http (see hijackStream) and goes on in a goroutine of its own, so that
 // an open stream, which mostly waits, costs little memory.
-func handleEvents(logger *slog.Logger, store *Store, live *eventHub) http.Handler {
+func handleEvents(logger *slog.Logger, live *eventHub) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if live == nil {
 			writeError(w, r, logger, fmt.Errorf("%w: live updates are not running", ErrUnavailable))
@@ -78,21 +79,27 @@ func handleEvents(logger *slog.Logger, store *Store, live *eventHub) http.Handle
 			writeError(w, r, logger, &rateLimitedError{retryAfter: time.Second})
 			return
 		}
-		st := &stream{logger: logger, store: store, live: live, userID: u.ID, sub: sub,
+		// A stream ends after about EVENTS_MAX_LIFETIME, whatever its
+		// authorization: its client reconnects with Last-Event-ID, is
+		// authorized again, and the reconnections of a deploy spread out.
+		if end := time.Now().Add(jittered(live.cfg.MaxLifetime)); end.Before(until) {
+			until = end
+		}
+		st := &stream{logger: logger, live: live, userID: u.ID, sub: sub,
 			requestID: requestIDFrom(r.Context()), until: until, resume: resume}
 
 		// Where the stream starts is read before the headers, so that a
 		// database that does not answer is a 503, not an empty stream.
-		if resume {
-			st.last = since
-			st.reload, err = store.Resumable(r.Context(), u.ID, since)
-		} else {
-			st.last, err = store.LastPosition(r.Context(), u.ID)
-		}
+		last, swept, err := live.begin(r.Context(), u.ID)
 		if err != nil {
 			live.unsubscribe(u.ID, sub)
 			writeError(w, r, logger, err)
 			return
+		}
+		st.last, st.latest = last, last
+		if resume {
+			st.last = since
+			st.reload = since < swept || since > last
 		}
 		out, ctx, err := hijackStream(w, r, live.cfg.WriteTimeout)
 		if err != nil {
@@ -116,7 +123,6 @@ func handleEvents(logger *slog.Logger, store *Store, live *eventHub) http.Handle
 // stream is one open event stream: whose, where it is, and until when.
 type stream struct {
 	logger    *slog.Logger
-	store     *Store
 	live      *eventHub
 	userID    string
 	sub       *subscription
@@ -125,8 +131,9 @@ type stream struct {
 
 	sent   int   // events sent
 	last   int64 // the position of the last change sent (or skipped)
+	latest int64 // the user's last position when last read: where a reload resumes
 	resume bool  // replay the changes after last first
-	reload bool  // the position asked for is too old: send reload and end
+	reload bool  // the position asked for cannot be resumed from: send reload and end
 
 	end streamEnd // why it ended, for /metrics: endClient unless set
 }
@@ -153,7 +160,7 @@ func (st *stream) run(ctx context.Context, out *sseWriter) {
 	}
 	if st.reload {
 		st.end = endReload
-		st.sendReload(ctx, out)
+		st.sendReload(out)
 		return
 	}
 	if st.resume && !st.catchUp(ctx, out, false) {
@@ -190,9 +197,11 @@ func (st *stream) run(ctx context.Context, out *sseWriter) {
 // page is read once the one before it is written, and only with room in
 // the instance's page budget (eventHub.takePage), so that what a stream
 // holds for a slow client is one page, and what all streams hold is
-// bounded too. Woken by a change (live), a stream that finds itself more
-// than EVENTS_BUFFER changes behind gets reload instead. It reports whether
-// the stream goes on.
+// bounded too. A stream whose last position the history no longer holds
+// (it fell more than historyPositions behind, or the changes after it were
+// swept) gets reload, as does one woken by a change (live) that finds
+// itself more than EVENTS_BUFFER changes behind. It reports whether the
+// stream goes on.
 func (st *stream) catchUp(ctx context.Context, out *sseWriter, live bool) bool {
 	limit := replayPage
 	if live {
@@ -202,7 +211,7 @@ func (st *stream) catchUp(ctx context.Context, out *sseWriter, live bool) bool {
 		if !st.live.takePage(ctx, st.until) {
 			return false
 		}
-		page, err := st.live.changesAfter(ctx, st.store, st.userID, st.last, limit)
+		page, err := st.live.changesAfter(ctx, st.userID, st.last, limit)
 		if err != nil {
 			st.live.givePage()
 			if ctx.Err() == nil {
@@ -211,16 +220,17 @@ func (st *stream) catchUp(ctx context.Context, out *sseWriter, live bool) bool {
 			}
 			return false // the client reconnects with Last-Event-ID
 		}
-		if live && page.Pending > st.live.cfg.Buffer {
+		st.latest = page.Last
+		if !page.resumable(st.last) || live && page.Pending > st.live.cfg.Buffer {
 			st.live.givePage()
 			st.end = endReload
-			st.sendReload(ctx, out)
+			st.sendReload(out)
 			return false
 		}
 		if live {
 			st.live.stats.observeLag(page.Changes)
 		}
-		ok := st.send(ctx, out, page.Changes)
+		ok := st.send(ctx, out, page)
 		st.live.givePage()
 		if !ok || !page.More {
 			return ok
@@ -228,16 +238,17 @@ func (st *stream) catchUp(ctx context.Context, out *sseWriter, live bool) bool {
 	}
 }
 
-// send writes the changes after the last one sent, and says whether the
-// stream goes on. Between two events it checks that the stream may go on:
-// a long replay must not outlive the token, the client or the instance.
-func (st *stream) send(ctx context.Context, out *sseWriter, changes []Change) bool {
-	for i := range changes {
-		c := &changes[i]
+// send writes the changes of page after the last one sent, and says
+// whether the stream goes on. Between two events it checks that the stream
+// may go on: a long replay must not outlive the token, the client or the
+// instance.
+func (st *stream) send(ctx context.Context, out *sseWriter, page changePage) bool {
+	for i := range page.Changes {
+		c := &page.Changes[i]
 		if c.Position <= st.last {
 			continue
 		}
-		if st.over(ctx) || out.change(c) != nil {
+		if st.over(ctx) || out.encoded(page.frames[i]) != nil {
 			return false
 		}
 		st.sent++
@@ -268,13 +279,16 @@ func (st *stream) over(ctx context.Context) bool {
 }
 
 // sendReload tells the client to fetch its list again and resume from the
-// latest position.
-func (st *stream) sendReload(ctx context.Context, out *sseWriter) {
-	p, err := st.store.LastPosition(ctx, st.userID)
-	if err != nil {
-		p = 0
-	}
-	out.event(p, "reload", func(b []byte) []byte { return append(b, "{}"...) })
+// user's latest position known, which is never older than their history:
+// a client that does so resumes from then on.
+func (st *stream) sendReload(out *sseWriter) {
+	out.event(st.latest, "reload", func(b []byte) []byte { return append(b, "{}"...) })
+}
+
+// jittered returns d give or take up to 10%, at random, so that streams
+// opened together do not all end together.
+func jittered(d time.Duration) time.Duration {
+	return d - d/10 + rand.N(d/5+1)
 }
 
 // hijackStream takes the connection of an event stream over from net/http
@@ -358,26 +372,35 @@ type sseWriter struct {
 	failed  error  // the first write error: the stream is over
 }
 
-// change writes one change as an event.
-func (s *sseWriter) change(c *Change) error {
-	return s.event(c.Position, c.Event, func(b []byte) []byte { return appendEventData(b, c) })
+// encoded writes an event made by appendChangeEvent.
+func (s *sseWriter) encoded(event []byte) error {
+	return s.frame(func(b []byte) []byte { return append(b, event...) })
 }
 
 // event writes one event: id (unless 0), event and the data that data
 // appends, which is JSON without newlines.
 func (s *sseWriter) event(id int64, event string, data func([]byte) []byte) error {
-	return s.frame(func(b []byte) []byte {
-		if id > 0 {
-			b = append(b, "id: "...)
-			b = strconv.AppendInt(b, id, 10)
-			b = append(b, '\n')
-		}
-		b = append(b, "event: "...)
-		b = append(b, event...)
-		b = append(b, "\ndata: "...)
-		b = data(b)
-		return append(b, "\n\n"...)
-	})
+	return s.frame(func(b []byte) []byte { return appendEvent(b, id, event, data) })
+}
+
+// appendChangeEvent appends the event of one change.
+func appendChangeEvent(b []byte, c *Change) []byte {
+	return appendEvent(b, c.Position, c.Event, func(b []byte) []byte { return appendEventData(b, c) })
+}
+
+// appendEvent appends one event: id (unless 0), event and the data that
+// data appends.
+func appendEvent(b []byte, id int64, event string, data func([]byte) []byte) []byte {
+	if id > 0 {
+		b = append(b, "id: "...)
+		b = strconv.AppendInt(b, id, 10)
+		b = append(b, '\n')
+	}
+	b = append(b, "event: "...)
+	b = append(b, event...)
+	b = append(b, "\ndata: "...)
+	b = data(b)
+	return append(b, "\n\n"...)
 }
 
 // comment writes a comment line, which clients ignore: a heartbeat.
@@ -504,13 +527,13 @@ func handleChanges(logger *slog.Logger, store *Store, bufs *bodyBuffers) http.Ha
 			return
 		}
 		page, reload, err := store.Changes(r.Context(), u.ID, since, limit, changesAnswerBytes)
-		next := since
-		if err == nil && reload {
-			next, err = store.LastPosition(r.Context(), u.ID)
-		}
 		if err != nil {
 			writeError(w, r, logger, err)
 			return
+		}
+		next := since
+		if reload {
+			next = page.Last
 		}
 		changes := page.Changes
 		if len(changes) > 0 {

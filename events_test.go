@@ -109,7 +109,7 @@ func TestEventsStreamAndResume(t *testing.T) {
 	}
 
 	// A position older than the window: reload, with the id to resume from.
-	if _, err := e.db.Exec(`INSERT INTO task_changes_horizon (swept_through) VALUES ($1)`, last.ID); err != nil {
+	if _, err := e.db.Exec(`UPDATE change_positions SET swept_through = $1 WHERE user_id = 'streamer'`, last.ID); err != nil {
 		t.Fatal(err)
 	}
 	old := openStream(t, e.srv.URL, "/api/me/events", tok, map[string]string{"Last-Event-ID": "1"})
@@ -126,7 +126,7 @@ func TestEventsStreamAndResume(t *testing.T) {
 func latestPosition(t *testing.T, e *liveEnv, userID string) int64 {
 	t.Helper()
 	var p int64
-	if err := e.db.QueryRow(`SELECT max(position) FROM task_changes WHERE user_id = $1`, userID).Scan(&p); err != nil {
+	if err := e.db.QueryRow(`SELECT last FROM change_positions WHERE user_id = $1`, userID).Scan(&p); err != nil {
 		t.Fatal(err)
 	}
 	return p

@@ -67,7 +67,7 @@ func routes(logger *slog.Logger, version string, store *Store, verifier *Verifie
 	streamAuth := requireStreamUser(verifier, tickets, guards.failedAuth, logger)
 	return []route{
 		{"GET /healthz", handleHealthz(version)},
-		{"GET /readyz", listenerReadiness(live, logger, handleReadyz(logger, store))},
+		{"GET /readyz", handleReadyz(logger, store)},
 		{"GET /openapi.json", handleOpenAPI()},
 
 		{"GET /api/me", auth(handleAccountGet(logger, store))},
@@ -86,7 +86,7 @@ func routes(logger *slog.Logger, version string, store *Store, verifier *Verifie
 		// Live updates (events.go). A stream holds no database connection
 		// between its reads, so it is not counted against
 		// USER_MAX_CONCURRENT; its own caps are in the hub.
-		{"GET /api/{user_id}/events", streamAuth(limitRequests(handleEvents(logger, store, live)))},
+		{"GET /api/{user_id}/events", streamAuth(limitRequests(handleEvents(logger, live)))},
 		{"POST /api/{user_id}/events/ticket", auth(handleEventsTicket(logger, live))},
 		{"GET /api/{user_id}/changes", auth(handleChanges(logger, store, bufs))},
 	}

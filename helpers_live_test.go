@@ -5,7 +5,9 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
+	"database/sql"
 	"crypto/rand"
 	"log/slog"
 	"net/http"
@@ -21,7 +23,8 @@ import (
 // heartbeat.
 func testEventsConfig() eventsConfig {
 	return eventsConfig{Heartbeat: 200 * time.Millisecond, PerUser: 10, MaxStreams: 100, Buffer: 64,
-		WriteTimeout: 2 * time.Second, Retention: 24 * time.Hour}
+		WriteTimeout: 2 * time.Second, Retention: 24 * time.Hour,
+		PollInterval: 2 * time.Second, PollFallback: 500 * time.Millisecond, MaxLifetime: 30 * time.Minute}
 }
 
 // liveEnv is a running API with live updates over a test database.
@@ -29,6 +32,7 @@ type liveEnv struct {
 	*testEnv
 	hub       *eventHub
 	listenApp string // the application_name of the hub's LISTEN connection
+	url       string // the test database's
 }
 
 // liveOptions change what newLiveEnvWith starts.
@@ -37,6 +41,11 @@ type liveOptions struct {
 	handler func(slog.Handler) slog.Handler
 	// server is called with the server before it starts, when set.
 	server func(*httptest.Server)
+	// listenURL is where the hub LISTENs, when set; by default the test
+	// database, directly.
+	listenURL string
+	// unlistened: do not wait for the hub to listen.
+	unlistened bool
 }
 
 // newLiveEnv starts the API with a hub listening on the test database.
@@ -49,6 +58,12 @@ func newLiveEnv(t *testing.T, cfg eventsConfig) *liveEnv {
 func newLiveEnvWith(t *testing.T, cfg eventsConfig, opts liveOptions) *liveEnv {
 	t.Helper()
 	db, url := newTestDB(t)
+	return startLiveEnv(t, db, url, cfg, opts)
+}
+
+// startLiveEnv starts the API with a hub over the database db at url.
+func startLiveEnv(t *testing.T, db *sql.DB, url string, cfg eventsConfig, opts liveOptions) *liveEnv {
+	t.Helper()
 	logs := &syncBuffer{}
 	var handler slog.Handler = slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})
 	if opts.handler != nil {
@@ -57,9 +72,11 @@ func newLiveEnvWith(t *testing.T, cfg eventsConfig, opts liveOptions) *liveEnv {
 	logger := slog.New(handler)
 	store := NewStore(db, 5*time.Second, testTaskQuota)
 	verifier := NewVerifier(VerifierConfig{Secret: testSecret}, logger)
-	hub := newEventHub(cfg, newTicketCodec([]byte("test events key")))
+	hub := newEventHub(cfg, newTicketCodec([]byte("test events key")), store)
+	store.OnChange(hub.changed)
 	app := "listen_" + strings.ToLower(rand.Text())[:12]
-	if err := hub.listen(context.Background(), withParam(testListenURL(url), "application_name", app), logger); err != nil {
+	listenURL := cmp.Or(opts.listenURL, testListenURL(url))
+	if err := hub.start(context.Background(), withParam(listenURL, "application_name", app), logger); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewUnstartedServer(newServer(logger, "test", store, verifier, guards{}, newCursorCodec([]byte("k")), nil, hub))
@@ -69,8 +86,23 @@ func newLiveEnvWith(t *testing.T, cfg eventsConfig, opts liveOptions) *liveEnv {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	t.Cleanup(hub.close) // runs first: streams end, so that srv.Close does not wait for them
+	if !opts.unlistened {
+		waitFor(t, hub.listening.Load)
+	}
 	return &liveEnv{testEnv: &testEnv{t: t, srv: srv, db: db, store: store, verifier: verifier, logs: logs, secret: testSecret},
-		hub: hub, listenApp: app}
+		hub: hub, listenApp: app, url: url}
+}
+
+// peer starts a second instance of the API, with its own hub and pool,
+// over e's database: what another taskapi process would be.
+func (e *liveEnv) peer(t *testing.T, cfg eventsConfig, opts liveOptions) *liveEnv {
+	t.Helper()
+	db, err := openDB(context.Background(), testDBConfig(e.url), testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return startLiveEnv(t, db, e.url, cfg, opts)
 }
 
 // sseEvent is one server-sent event as a client reads it.

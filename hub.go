@@ -1,21 +1,34 @@
 // This file is the event hub: the streams open on this instance, by user,
-// the one LISTEN connection that tells each instance of every change, and
-// the history reads that the streams of one user share.
+// the history reads that the streams of one user share, and how the hub
+// hears of changes.
 //
-// Every write records its change in task_changes and notifies
-// "<user_id>:<position>" in the same statement (changes.go). Each instance
-// LISTENs on one connection; a notification wakes the streams of that user
-// on this instance, and they read what they have not sent yet from the
-// history (events.go).
+// A write records its change in task_changes in its own statement, and
+// notifies no one there: pg_notify in a write would make every notifying
+// commit in the database wait in one line (changes.go). Once the write has
+// committed, the store calls changed (Store.OnChange): the hub wakes this
+// instance's streams of the user at once, and its notifier tells the other
+// instances, in one pg_notify of every user changed since its last send,
+// sent on a pooled connection, one at a time. Each instance LISTENs on one
+// connection of its own when it can, and a notification wakes the streams
+// of its users. Notifications are hints: each instance also polls the
+// history, in one statement whatever the number of streams, for which of
+// the users with streams here changed (pollChangedSQL), every
+// EVENTS_POLL_INTERVAL, more often while it does not listen. A woken stream
+// reads what it has not sent yet from the history (events.go), so that a
+// hint lost, late or repeated costs at most a delay or a read.
 
 package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +44,13 @@ type eventsConfig struct {
 	Buffer       int           // most changes a stream may fall behind before it gets reload
 	WriteTimeout time.Duration // longest one write to a stream may take
 	Retention    time.Duration // how long changes are kept
+	// PollInterval is how often the hub asks the history which users with
+	// streams here changed, while it listens; PollFallback while it does
+	// not, when the poll is all it hears from other instances.
+	PollInterval, PollFallback time.Duration
+	// MaxLifetime is about how long a stream stays open (±10%): it then
+	// ends, and its client reconnects with Last-Event-ID.
+	MaxLifetime time.Duration
 }
 
 // errTooManyStreams is a stream past EVENTS_MAX_PER_USER or EVENTS_MAX_STREAMS.
@@ -40,23 +60,49 @@ var errTooManyStreams = errors.New("too many event streams")
 var errHubClosed = errors.New("live updates are closed")
 
 // maxPagesInFlight is the most pages of history the streams of an instance
-// hold at once, each at most changePageBytes and one change: about 20 MB in
-// all, whatever the number of streams and however slowly their clients
-// read. A stream waits for room before it reads a page.
+// hold at once, each at most changePageBytes and one change, and its events
+// made from it: about 40 MB in all, whatever the number of streams and
+// however slowly their clients read. A stream waits for room before it
+// reads a page.
 const maxPagesInFlight = 256
 
+// Listener timing.
+const (
+	// listenPing is how long the listener waits for a notification before
+	// it pings its connection: a connection that a proxy or a scaled-down
+	// database dropped without a word is found within it.
+	listenPing = 30 * time.Second
+	// listenMaxBackoff is the longest wait between two tries to LISTEN.
+	listenMaxBackoff = 30 * time.Second
+	// maxNotifyPayload bounds a notification's payload, below pg_notify's
+	// 8000 bytes.
+	maxNotifyPayload = 7900
+)
+
 // eventHub knows the open streams of this instance, by user, and wakes
-// those of a user when the listener hears of a change of theirs. A wake-up
-// never blocks: each stream has room for one pending wake-up, which stands
-// for any number of changes. It is safe for concurrent use.
+// those of a user when it hears of a change of theirs. A wake-up never
+// blocks: each stream has room for one pending wake-up, which stands for
+// any number of changes. It is safe for concurrent use.
 type eventHub struct {
-	cfg     eventsConfig
-	tickets ticketCodec
+	cfg      eventsConfig
+	tickets  ticketCodec
+	store    *Store
+	instance string // names this instance's notifications, which it ignores
 
 	mu     sync.Mutex
 	users  map[string]*userStreams
 	total  int
 	closed bool // set by close: no stream subscribes after it
+	// pending holds the users changed here and not yet told to other
+	// instances; notify is poked when it gains one.
+	pending map[string]struct{}
+	notify  chan struct{}
+	// watermark is the transaction id from which the next poll asks (0:
+	// none, while no stream is open). joined is the lowest watermark of a
+	// stream that started while a poll ran (0: none): the poll's own may be
+	// past changes of users it did not ask about.
+	watermark, joined uint64
+	polling           bool
 
 	// running counts the subscribed streams, from subscribe to
 	// unsubscribe: closeAndWait waits for them. Add is only called under
@@ -64,6 +110,7 @@ type eventHub struct {
 	running   sync.WaitGroup
 	pages     chan struct{} // one for each page of history a stream holds
 	reads     atomic.Int64  // history reads made for woken streams
+	polls     atomic.Int64  // polls of the history made
 	listening atomic.Bool   // the LISTEN connection is up
 	refused   atomic.Uint64 // streams refused by subscribe, for /metrics
 	stats     streamMetrics // what the streams did, for /metrics
@@ -80,9 +127,8 @@ type subscription struct {
 // they share.
 type userStreams struct {
 	subs map[*subscription]struct{}
-	// heard counts the notifications heard for the user (and reconnects of
-	// the listener): a read is shared only by streams that ask for it
-	// before the next one.
+	// heard counts the wake-ups of the user: a read is shared only by
+	// streams that ask for it before the next one.
 	heard uint64
 	read  *sharedRead // the latest read, perhaps still running
 }
@@ -98,9 +144,12 @@ type sharedRead struct {
 	err   error
 }
 
-// newEventHub returns a hub with no streams, not yet listening (see listen).
-func newEventHub(cfg eventsConfig, tickets ticketCodec) *eventHub {
-	return &eventHub{cfg: cfg, tickets: tickets, users: map[string]*userStreams{},
+// newEventHub returns a hub with no streams over store's history, not yet
+// hearing of changes (see start). The caller wires store's OnChange to the
+// hub's changed.
+func newEventHub(cfg eventsConfig, tickets ticketCodec, store *Store) *eventHub {
+	return &eventHub{cfg: cfg, tickets: tickets, store: store, instance: strings.ToLower(rand.Text()[:16]),
+		users: map[string]*userStreams{}, pending: map[string]struct{}{}, notify: make(chan struct{}, 1),
 		pages: make(chan struct{}, maxPagesInFlight), done: make(chan struct{})}
 }
 
@@ -145,6 +194,9 @@ func (h *eventHub) unsubscribe(userID string, s *subscription) {
 	delete(us.subs, s)
 	if len(us.subs) == 0 {
 		delete(h.users, userID)
+		if len(h.users) == 0 {
+			h.watermark = 0 // an idle instance polls nothing
+		}
 	}
 	h.total--
 	h.running.Done()
@@ -192,14 +244,15 @@ func (us *userStreams) wake() {
 }
 
 // changesAfter returns a page of userID's changes after position after, of
-// at most limit changes and changePageBytes, as Store.ChangesAfter does;
-// the caller is a subscribed stream, and must not change the page. The
-// streams of a user woken by one notification ask for the same changes at
-// about the same time, and share one read: a change costs one query per
-// instance, not one per stream. A read is shared only until the next
-// notification for the user, so it holds every change the streams sharing
-// it have heard of.
-func (h *eventHub) changesAfter(ctx context.Context, store *Store, userID string, after int64, limit int) (changePage, error) {
+// at most limit changes and changePageBytes, with the user's bounds, as
+// Store.ChangesAfter does, and each change as an event ready to send
+// (page.frames); the caller is a subscribed stream, and must not change the
+// page. The streams of a user woken at once ask for the same changes at
+// about the same time, and share one read: a change costs one query, and
+// one encoding, per instance, not one per stream. A read is shared only
+// until the next wake-up of the user, so it holds every change the streams
+// sharing it were woken for.
+func (h *eventHub) changesAfter(ctx context.Context, userID string, after int64, limit int) (changePage, error) {
 	h.mu.Lock()
 	us := h.users[userID] // there while the caller is subscribed
 	rd := us.read
@@ -210,7 +263,13 @@ func (h *eventHub) changesAfter(ctx context.Context, store *Store, userID string
 		h.reads.Add(1)
 		// The read serves other streams too: it does not end when this
 		// stream's client leaves.
-		rd.page, rd.err = store.ChangesAfter(context.WithoutCancel(ctx), userID, after, limit, changePageBytes)
+		rd.page, rd.err = h.store.ChangesAfter(context.WithoutCancel(ctx), userID, after, limit, changePageBytes)
+		if rd.err == nil {
+			rd.page.frames = make([][]byte, len(rd.page.Changes))
+			for i := range rd.page.Changes {
+				rd.page.frames[i] = appendChangeEvent(nil, &rd.page.Changes[i])
+			}
+		}
 		close(rd.done)
 	} else {
 		h.mu.Unlock()
@@ -221,6 +280,25 @@ func (h *eventHub) changesAfter(ctx context.Context, store *Store, userID string
 	case <-ctx.Done():
 		return changePage{}, ctx.Err()
 	}
+}
+
+// begin reads where a new stream of userID starts: the user's bounds (see
+// changePage). A subscribed stream calls it before it reads anything
+// else, and the safety net asks about the user's changes from then on.
+func (h *eventHub) begin(ctx context.Context, userID string) (last, swept int64, err error) {
+	last, swept, xmin, err := h.store.Bounds(ctx, userID)
+	if err != nil {
+		return 0, 0, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.watermark == 0 || xmin < h.watermark {
+		h.watermark = xmin
+	}
+	if h.polling && (h.joined == 0 || xmin < h.joined) {
+		h.joined = xmin
+	}
+	return last, swept, nil
 }
 
 // takePage waits for room for one more page of history in the instance's
@@ -272,15 +350,28 @@ func (h *eventHub) closeAndWait() {
 	h.running.Wait()
 }
 
-// ready reports whether the listener is up; /readyz answers 503 when not.
-func (h *eventHub) ready() bool { return h.listening.Load() }
+// changed is told that a write of userID's has committed a change: the
+// user's streams on this instance wake at once, and the notifier tells the
+// other instances.
+func (h *eventHub) changed(userID string) {
+	h.mu.Lock()
+	if us := h.users[userID]; us != nil {
+		us.wake()
+	}
+	h.pending[userID] = struct{}{}
+	h.mu.Unlock()
+	select {
+	case h.notify <- struct{}{}:
+	default:
+	}
+}
 
-// listen opens the LISTEN connection at url, checks that notifications
-// arrive on it, and keeps it up in the background until close: a dropped
-// connection is reopened with backoff, and every stream then catches up from
-// the history. A pooler in transaction mode cannot LISTEN; listen says so
-// instead of starting a hub that would never hear anything.
-func (h *eventHub) listen(ctx context.Context, url string, logger *slog.Logger) error {
+// start makes the hub hear of changes until it closes: the notifier, the
+// safety net, and a listener on url that reconnects whenever it drops. It
+// fails only when url does not parse; a listener that cannot LISTEN (a
+// pooler in transaction mode, a database that is down) is warned of once
+// and tried again with backoff, while the safety net polls more often.
+func (h *eventHub) start(ctx context.Context, url string, logger *slog.Logger) error {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		return errors.New("DATABASE_LISTEN_URL is not a valid PostgreSQL connection string")
@@ -291,105 +382,235 @@ func (h *eventHub) listen(ctx context.Context, url string, logger *slog.Logger) 
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 5 * time.Second
 	}
-	conn, err := listenConn(ctx, cfg, true)
-	if err != nil {
-		return fmt.Errorf("live updates: LISTEN on DATABASE_LISTEN_URL (default DATABASE_URL) at %s failed: %w\n"+
-			"a pooler in transaction mode (PgBouncer, Neon's -pooler host) cannot LISTEN: "+
-			"set DATABASE_LISTEN_URL to a direct connection to the database", cfg.Host, err)
-	}
-	h.listening.Store(true)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	go func() {
 		<-h.done
 		cancel()
 	}()
-	go h.receive(ctx, cfg, conn, logger)
+	go h.notifier(ctx, logger)
+	go h.poller(ctx, logger)
+	go h.listen(ctx, cfg, logger)
 	return nil
 }
 
-// listenConn connects and LISTENs. With probe, it then sends a notification
-// from a second connection and waits for it, as the hub's own writes will
-// send them: a pooler in transaction mode loses it.
-func listenConn(ctx context.Context, cfg *pgx.ConnConfig, probe bool) (*pgx.Conn, error) {
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := conn.Exec(ctx, "LISTEN "+changesChannel); err != nil {
-		conn.Close(ctx)
-		return nil, err
-	}
-	if probe {
-		// The payload names no user: no stream wakes for it.
-		notifier, err := pgx.ConnectConfig(ctx, cfg)
-		if err != nil {
-			conn.Close(ctx)
-			return nil, err
-		}
-		_, err = notifier.Exec(ctx, "SELECT pg_notify($1, ':0')", changesChannel)
-		notifier.Close(ctx)
-		if err != nil {
-			conn.Close(ctx)
-			return nil, err
-		}
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		if _, err := conn.WaitForNotification(wctx); err != nil {
-			conn.Close(ctx)
-			return nil, fmt.Errorf("no notification arrived after LISTEN: %w", err)
-		}
-	}
-	return conn, nil
-}
-
-// receive wakes the streams of each notification's user until ctx ends,
-// reconnecting when the connection drops.
-func (h *eventHub) receive(ctx context.Context, cfg *pgx.ConnConfig, conn *pgx.Conn, logger *slog.Logger) {
-	defer h.listening.Store(false)
+// notifier tells the other instances, one statement at a time, which users
+// changed here since its last send, while this instance listens: when it
+// cannot, none can (they share their configuration), and the safety net
+// alone carries changes across instances. A send that fails is not
+// repeated: the safety net carries those changes.
+func (h *eventHub) notifier(ctx context.Context, logger *slog.Logger) {
 	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err == nil {
-			if userID, _, ok := cutLast(n.Payload, ":"); ok && userID != "" {
-				h.wakeUser(userID)
-			}
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.notify:
+		}
+		h.mu.Lock()
+		users := slices.Collect(maps.Keys(h.pending))
+		clear(h.pending)
+		h.mu.Unlock()
+		if len(users) == 0 || !h.listening.Load() {
 			continue
 		}
-		conn.Close(context.Background())
+		if err := h.store.Notify(ctx, notifyPayloads(h.instance, users)); err != nil && ctx.Err() == nil {
+			logger.Debug("live updates: notify", "err", err)
+		}
+	}
+}
+
+// notifyPayloads puts users in payloads of at most maxNotifyPayload bytes,
+// each "<instance>\n<user>\n<user>...". A user id holds no control
+// character (validUserID), and is at most 1020 bytes.
+func notifyPayloads(instance string, users []string) []string {
+	var payloads []string
+	b := []byte(instance)
+	for _, u := range users {
+		if len(b)+1+len(u) > maxNotifyPayload {
+			payloads = append(payloads, string(b))
+			b = []byte(instance)
+		}
+		b = append(append(b, '\n'), u...)
+	}
+	return append(payloads, string(b))
+}
+
+// heard wakes the users a notification names, unless it is this instance's
+// own: its streams woke when the write committed.
+func (h *eventHub) heard(payload string) {
+	instance, users, ok := strings.Cut(payload, "\n")
+	if !ok || instance == h.instance {
+		return
+	}
+	for _, u := range strings.Split(users, "\n") {
+		h.wakeUser(u)
+	}
+}
+
+// poller runs the safety net until ctx ends: a poll every PollInterval
+// while the hub listens, every PollFallback while it does not.
+func (h *eventHub) poller(ctx context.Context, logger *slog.Logger) {
+	t := time.NewTimer(h.cfg.PollFallback)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := h.poll(ctx)
+		if err != nil && ctx.Err() == nil && !failing {
+			logger.Warn("live updates: poll", "err", err)
+		} else if err == nil && failing {
+			logger.Info("live updates: polling again")
+		}
+		failing = err != nil && ctx.Err() == nil
+		if h.listening.Load() {
+			t.Reset(h.cfg.PollInterval)
+		} else {
+			t.Reset(h.cfg.PollFallback)
+		}
+	}
+}
+
+// poll asks the history, in one statement, which of the users with
+// streams here changed since the watermark, wakes them, and moves the
+// watermark on. With no stream open it asks nothing: an idle instance
+// leaves an idle database alone (Neon scales it to zero).
+func (h *eventHub) poll(ctx context.Context) error {
+	h.mu.Lock()
+	since := h.watermark
+	users := slices.Collect(maps.Keys(h.users))
+	h.polling, h.joined = true, 0
+	h.mu.Unlock()
+	if since == 0 || len(users) == 0 {
+		h.mu.Lock()
+		h.polling = false
+		h.mu.Unlock()
+		return nil
+	}
+	changed, next, err := h.store.PollChanged(ctx, strconv.FormatUint(since, 10), users)
+	h.mu.Lock()
+	if err == nil && h.watermark != 0 {
+		if h.joined != 0 {
+			next = min(next, h.joined)
+		}
+		h.watermark = max(h.watermark, next)
+	}
+	h.polling, h.joined = false, 0
+	h.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	h.polls.Add(1)
+	for _, u := range changed {
+		h.wakeUser(u)
+	}
+	return nil
+}
+
+// listen keeps a LISTEN connection up until ctx ends, with backoff between
+// tries, and wakes every stream each time it is up again, for what went
+// unheard meanwhile. The first failure is warned of, with what to do.
+func (h *eventHub) listen(ctx context.Context, cfg *pgx.ConnConfig, logger *slog.Logger) {
+	backoff := 100 * time.Millisecond
+	warned, dropped := false, false
+	for {
+		conn, err := listenConn(ctx, cfg)
 		if ctx.Err() != nil {
+			if conn != nil {
+				conn.Close(context.Background())
+			}
 			return
 		}
-		h.listening.Store(false)
-		logger.Warn("live updates: the LISTEN connection dropped; reconnecting", "err", err)
-		backoff := 100 * time.Millisecond
-		for {
+		if err != nil {
+			if !warned {
+				warned = true
+				logger.Warn("live updates: cannot LISTEN; streams hear of other instances' changes from the poll alone, "+
+					"every "+h.cfg.PollFallback.String()+"; to hear of them at once, set DATABASE_LISTEN_URL to a direct "+
+					"connection to the database (a pooler in transaction mode, such as PgBouncer or Neon's -pooler host, cannot LISTEN)",
+					"host", cfg.Host, "err", err)
+			} else {
+				logger.Debug("live updates: LISTEN failed; retrying", "retry_in", backoff.String(), "err", err)
+			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(backoff):
 			}
-			if conn, err = listenConn(ctx, cfg, false); err == nil {
-				break
-			}
-			logger.Warn("live updates: LISTEN failed; retrying", "retry_in", backoff.String(), "err", err)
-			backoff = min(backoff*2, 5*time.Second)
+			backoff = min(backoff*2, listenMaxBackoff)
+			continue
 		}
+		backoff = 100 * time.Millisecond
 		h.listening.Store(true)
-		logger.Info("live updates: listening again; every stream catches up")
+		if warned || dropped {
+			logger.Info("live updates: listening; every stream catches up")
+		}
+		warned, dropped = false, true
 		h.wakeAll()
+		err = h.hear(ctx, conn)
+		h.listening.Store(false)
+		conn.Close(context.Background())
+		if ctx.Err() != nil {
+			return
+		}
+		logger.Warn("live updates: the LISTEN connection dropped; reconnecting", "err", err)
 	}
 }
 
-// listenerReadiness answers /readyz with 503 while the hub's listener is
-// down: streams on this instance would hear of no change.
-func listenerReadiness(live *eventHub, logger *slog.Logger, next http.Handler) http.Handler {
-	if live == nil {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !live.ready() {
-			writeError(w, r, logger, fmt.Errorf("%w: the LISTEN connection is down", ErrUnavailable))
-			return
+// hear wakes the users of each notification on conn until the connection
+// fails or ctx ends; a quiet connection is pinged every listenPing.
+func (h *eventHub) hear(ctx context.Context, conn *pgx.Conn) error {
+	for {
+		wctx, cancel := context.WithTimeout(ctx, listenPing)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		switch {
+		case err == nil:
+			h.heard(n.Payload)
+			continue
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case !errors.Is(err, context.DeadlineExceeded):
+			return err
 		}
-		next.ServeHTTP(w, r)
-	})
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = conn.Ping(pctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("ping: %w", err)
+		}
+	}
+}
+
+// listenConn connects and LISTENs, then sends a notification from a second
+// connection and waits for it, as the notifiers will send them: a pooler in
+// transaction mode loses it. The probe's payload names no user.
+func listenConn(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*pgx.Conn, error) {
+		conn.Close(context.Background())
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+changesChannel); err != nil {
+		return fail(err)
+	}
+	notifier, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return fail(err)
+	}
+	_, err = notifier.Exec(ctx, "SELECT pg_notify($1, 'probe')", changesChannel)
+	notifier.Close(context.Background())
+	if err != nil {
+		return fail(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := conn.WaitForNotification(wctx); err != nil {
+		return fail(fmt.Errorf("no notification arrived after LISTEN: %w", err))
+	}
+	return conn, nil
 }

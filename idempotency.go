@@ -79,6 +79,7 @@ func (s *Store) CreateTaskOnce(ctx context.Context, u User, key string, in NewTa
 	})
 	switch {
 	case inserted:
+		s.recorded(u.ID)
 		return t, false, nil
 	case errors.Is(err, sql.ErrNoRows):
 		return Task{}, false, ErrQuota

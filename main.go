@@ -141,8 +141,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		cfg.Events.MaxStreams = n
 	}
-	live := newEventHub(cfg.Events, newTicketCodec(ticketKey))
-	if err := live.listen(ctx, cmp.Or(cfg.ListenURL, cfg.DB.URL), logger); err != nil {
+	live := newEventHub(cfg.Events, newTicketCodec(ticketKey), store)
+	store.OnChange(live.changed)
+	if err := live.start(ctx, cmp.Or(cfg.ListenURL, cfg.DB.URL), logger); err != nil {
 		return err
 	}
 	defer live.close()
@@ -490,6 +491,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		Buffer:       intVar("EVENTS_BUFFER", 64),
 		WriteTimeout: durationVar("EVENTS_WRITE_TIMEOUT", 10*time.Second),
 		Retention:    durationVar("CHANGES_RETENTION", 24*time.Hour),
+		PollInterval: durationVar("EVENTS_POLL_INTERVAL", 2*time.Second),
+		PollFallback: durationVar("EVENTS_POLL_INTERVAL", 500*time.Millisecond),
+		MaxLifetime:  durationVar("EVENTS_MAX_LIFETIME", 30*time.Minute),
 	}
 	c.MaxStreamsSet = getenv("EVENTS_MAX_STREAMS") != ""
 	c.DevDB = c.DB.URL == ""

@@ -269,10 +269,11 @@ func (src *metricsSource) writeMetrics(out io.Writer) error {
 
 	if live := src.live; live != nil {
 		up := 0.0
-		if live.ready() {
+		if live.listening.Load() {
 			up = 1
 		}
-		w.gauge("taskapi_events_listener_up", "1 while the LISTEN connection that hears of every change is up; /readyz answers 503 while it is 0.", up)
+		w.gauge("taskapi_events_listener_up", "1 while the LISTEN connection that hears of other instances' changes is up; while it is 0, streams hear of them from the poll alone.", up)
+		w.counter("taskapi_events_polls_total", "Polls of the history for the users with streams here: one statement each.", float64(live.polls.Load()))
 		w.gauge("taskapi_event_streams_open", "Event streams open on this instance.", float64(live.count("")))
 		w.counter("taskapi_events_sent_total", "Changes sent on event streams.", float64(live.stats.sent.Load()))
 		w.family("taskapi_event_streams_ended_total", "counter", "Event streams ended, by reason.")

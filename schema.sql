@@ -114,19 +114,23 @@ DROP INDEX IF EXISTS tasks_tags_idx;
 
 -- task_changes is the history of every user's changes, for live updates
 -- (GET /api/{user_id}/events) and polling (GET /api/{user_id}/changes). Each
--- row is written by the statement that makes the change, which also sends
--- pg_notify('taskapi_changes', '<user_id>:<position>'). A task event keeps the
--- task as the change left it (the task columns), a deletion its id or ids.
--- Positions come from one sequence, so they only increase; the writes of one
--- user are serialized (see serializeUserCTE), so that they also commit in the
--- order of their positions. There is no foreign key to users: account.deleted
--- outlives the account. Rows older than the retention are swept (sweepChanges),
--- and task_changes_horizon remembers the highest position swept, so that a
--- client asking for older ones is told to reload.
-CREATE SEQUENCE IF NOT EXISTS task_changes_position_seq;
+-- row is written by the statement that makes the change. A task event keeps
+-- the task as the change left it (the task columns), a deletion its id or
+-- ids. Positions are each user's own: 1, 2, 3... counted in change_positions
+-- under the user's advisory lock (see serializeUserCTE), so that one user's
+-- changes also commit in the order of their positions, and a position says
+-- nothing of anyone else's writes. txid is the writing transaction's id: the
+-- safety net (pollChangedSQL) asks which users changed since a transaction
+-- id, which, unlike a position, is safe in any commit order across users.
+-- There is no foreign key to users: account.deleted outlives the account.
+-- A history is bounded (changes.go): a write deletes the earlier changes of
+-- its task, a user keeps only their last historyPositions positions, and
+-- rows older than the retention are swept; change_positions.swept_through
+-- is how far back a user's history is gone, so that a client asking for
+-- older positions is told to reload.
 CREATE TABLE IF NOT EXISTS task_changes (
-    position    bigint      PRIMARY KEY DEFAULT nextval('task_changes_position_seq'),
     user_id     text        NOT NULL,
+    position    bigint      NOT NULL,
     event       text        NOT NULL CHECK (event IN ('task.created', 'task.updated', 'task.deleted', 'tasks.deleted', 'account.deleted')),
     id          uuid,
     ids         uuid[],
@@ -139,11 +143,13 @@ CREATE TABLE IF NOT EXISTS task_changes (
     created_at  timestamptz,
     updated_at  timestamptz,
     version     bigint,
-    changed_at  timestamptz NOT NULL DEFAULT now()
+    changed_at  timestamptz NOT NULL DEFAULT now(),
+    txid        xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    PRIMARY KEY (user_id, position)
 );
-ALTER SEQUENCE task_changes_position_seq OWNED BY task_changes.position;
-CREATE INDEX IF NOT EXISTS task_changes_user_idx ON task_changes (user_id, position);
 CREATE INDEX IF NOT EXISTS task_changes_changed_idx ON task_changes (changed_at);
+-- Earlier releases kept task_changes_horizon: the highest position swept, of
+-- every user. It is read once, by the upgrade below.
 CREATE TABLE IF NOT EXISTS task_changes_horizon (
     one           boolean PRIMARY KEY DEFAULT true CHECK (one),
     swept_through bigint  NOT NULL
@@ -165,3 +171,62 @@ CREATE TABLE IF NOT EXISTS schema_digest (
     one    boolean PRIMARY KEY DEFAULT true CHECK (one),
     digest bytea   NOT NULL
 );
+
+-- change_positions holds each user's latest position (last) and how far
+-- back their history is gone (swept_through): a position below it, or above
+-- last, cannot be resumed from. It has no foreign key to users, so that
+-- erasing an account never takes a user id's positions back to 0: a client
+-- that still holds one then gets reload, never a wrong resume.
+CREATE TABLE IF NOT EXISTS change_positions (
+    user_id       text   PRIMARY KEY,
+    last          bigint NOT NULL,
+    swept_through bigint NOT NULL DEFAULT 0
+);
+
+-- Upgrade from positions taken from one sequence for every user: the rows
+-- keep their positions, and each user's counter starts at the highest
+-- position of theirs, or the old global horizon, whichever is higher, with
+-- the horizon as their swept_through. A client's position from before the
+-- upgrade therefore resumes as it did, or gets reload if it was older than
+-- the horizon. The sequence is gone once this has run.
+ALTER TABLE task_changes ADD COLUMN IF NOT EXISTS txid xid8 NOT NULL DEFAULT pg_current_xact_id();
+DO $$
+DECLARE
+    horizon bigint;
+BEGIN
+    IF to_regclass('task_changes_position_seq') IS NOT NULL THEN
+        horizon := coalesce((SELECT swept_through FROM task_changes_horizon), 0);
+        INSERT INTO change_positions (user_id, last, swept_through)
+        SELECT user_id, greatest(max(position), horizon), horizon FROM task_changes GROUP BY user_id
+        UNION ALL
+        SELECT id, horizon, horizon FROM users u
+         WHERE horizon > 0 AND NOT EXISTS (SELECT FROM task_changes c WHERE c.user_id = u.id)
+        ON CONFLICT (user_id) DO NOTHING;
+        ALTER TABLE task_changes ALTER COLUMN position DROP DEFAULT;
+        ALTER TABLE task_changes DROP CONSTRAINT task_changes_pkey;
+        ALTER TABLE task_changes ADD PRIMARY KEY (user_id, position);
+        DROP INDEX IF EXISTS task_changes_user_idx;
+        DROP SEQUENCE task_changes_position_seq;
+    END IF;
+END
+$$;
+CREATE INDEX IF NOT EXISTS task_changes_txid_idx ON task_changes (txid);
+
+-- taskapi_forget_task_changes deletes the user $1's changes that hold the
+-- content of the tasks $2, and taskapi_forget_user_changes all of the user
+-- $1's but account.deleted. The statements that delete tasks or an account
+-- call them once they hold the user's lock: being VOLATILE, each DELETE in
+-- them reads a snapshot taken when it starts, which holds every change
+-- committed while the statement waited for the lock. A DELETE in the
+-- statement itself would read the statement's snapshot, taken before that
+-- wait, and keep the content of a write that committed meanwhile.
+CREATE OR REPLACE FUNCTION taskapi_forget_task_changes(text, uuid[]) RETURNS bigint
+LANGUAGE sql VOLATILE
+AS $$ WITH gone AS (
+          DELETE FROM task_changes
+           WHERE user_id = $1 AND id = ANY ($2) AND event IN ('task.created', 'task.updated') RETURNING 1)
+      SELECT count(*) FROM gone $$;
+CREATE OR REPLACE FUNCTION taskapi_forget_user_changes(text) RETURNS bigint
+LANGUAGE sql VOLATILE
+AS $$ WITH gone AS (DELETE FROM task_changes WHERE user_id = $1 AND event <> 'account.deleted' RETURNING 1)
+      SELECT count(*) FROM gone $$;

@@ -186,33 +186,51 @@ RETURNING ` + taskColumns + `
 // keeps nothing of a deleted task, and a retry with it is told the task is
 // gone rather than creating it again. It also deletes the earlier changes
 // of those tasks from the history, which hold their content: a client that
-// resumes from before them hears only that the task was deleted. The statement answers the number of
-// tasks deleted, once the change (c) is recorded and notified (n).
+// resumes from before them hears only that the task was deleted. The
+// history is scrubbed by taskapi_forget_task_changes (schema.sql), whose
+// snapshot is taken once the user's lock is held, so that a change written
+// while this statement waited for the lock is scrubbed too. The statement
+// answers the number of tasks deleted.
 const forgetRequestsCTE = `, forget AS (
     UPDATE idempotency_keys SET request_hash = NULL
      WHERE (user_id, task_id) IN (SELECT user_id, id FROM deleted) AND request_hash IS NOT NULL
-), scrub AS (
-    DELETE FROM task_changes WHERE (user_id, id) IN (SELECT user_id, id FROM deleted)
-)` + notifyCTE + `
-SELECT count(*) FROM deleted, (SELECT count(*) FROM n) AS notified`
+)
+SELECT count(*) FROM deleted, (SELECT taskapi_forget_task_changes($1, ARRAY(SELECT id FROM deleted))) AS scrub`
 
-// deleteTaskSQL's user is $2: its serialize CTE is serializeUserCTE's, on $2.
-const deleteTaskSQL = `WITH serialize AS (SELECT pg_advisory_xact_lock(` + serializeLockSpace + `, hashtext($2::text))), deleted AS (
-    DELETE FROM tasks USING serialize WHERE id = $1 AND user_id = $2 AND ($3::bigint[] IS NULL OR version = ANY ($3)) RETURNING user_id, id
-), c AS (
-    INSERT INTO task_changes (user_id, event, id) SELECT user_id, 'task.deleted', id FROM deleted RETURNING user_id, position
+// trimDeletedCTE is trimCTE for a statement that deletes tasks: the
+// changes that hold the deleted tasks' content are taskapi_forget_task_changes's
+// to delete, and one row must not be deleted twice in one statement.
+const trimDeletedCTE = `, trim AS (
+    DELETE FROM task_changes
+     WHERE user_id = $1 AND position > (SELECT swept_through - taken FROM pos) AND position <= (SELECT swept_through FROM pos)
+       AND NOT (event IN ('task.created', 'task.updated') AND id IN (SELECT id FROM deleted))
+)`
+
+// deleteTaskSQL deletes the user $1's task $2 if its version is one of $3
+// (or $3 is NULL), and records its deletion.
+const deleteTaskSQL = `WITH ` + serializeUserCTE + `, deleted AS (
+    DELETE FROM tasks USING serialize WHERE id = $2 AND user_id = $1 AND ($3::bigint[] IS NULL OR version = ANY ($3)) RETURNING user_id, id
+), t AS (SELECT 1 FROM deleted)` + takePositionCTE + trimDeletedCTE + `, c AS (
+    INSERT INTO task_changes (user_id, position, event, id) SELECT $1, pos.last, 'task.deleted', id FROM deleted, pos
 )` + forgetRequestsCTE
 
 // deleteCompletedSQL deletes the user $1's completed tasks and records them
 // as tasks.deleted changes of at most $2 ids each (maxBulkDeleteIDs), in the
-// order of their ids.
+// order of their ids, at positions that follow one another.
 const deleteCompletedSQL = `WITH ` + serializeUserCTE + `, deleted AS (
     DELETE FROM tasks USING serialize WHERE user_id = $1 AND completed RETURNING user_id, id
-), c AS (
-    INSERT INTO task_changes (user_id, event, ids)
-    SELECT $1, 'tasks.deleted', array_agg(id ORDER BY id)
+), parts AS (
+    SELECT part, array_agg(id ORDER BY id) AS ids
       FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / $2 AS part FROM deleted) AS numbered
-     GROUP BY part ORDER BY part RETURNING user_id, position
+     GROUP BY part
+), pos AS (
+    INSERT INTO change_positions AS p (user_id, last) SELECT $1, count(*) FROM parts HAVING count(*) > 0
+    ON CONFLICT (user_id) DO UPDATE
+       SET last = p.last + EXCLUDED.last, swept_through = greatest(p.swept_through, p.last + EXCLUDED.last - ` + historyPositions + `)
+    RETURNING last, swept_through, (SELECT count(*) FROM parts) AS taken
+)` + trimDeletedCTE + `, c AS (
+    INSERT INTO task_changes (user_id, position, event, ids)
+    SELECT $1, pos.last - pos.taken + 1 + part, 'tasks.deleted', ids FROM parts, pos
 )` + forgetRequestsCTE
 
 // statsSQL counts in one pass over the user's tasks.
@@ -228,16 +246,16 @@ const accountSQL = `SELECT u.email, u.name, u.created_at, s.total, s.completed, 
 
 // deleteAccountSQL erases the user; their tasks and keys go with them
 // (ON DELETE CASCADE), in the statement's one transaction, and so does their
-// history of changes, but for one account.deleted, which tells their open
-// streams.
+// history of changes (taskapi_forget_user_changes, once the user's lock is
+// held), but for one account.deleted, which tells their open streams. Their
+// positions are kept (change_positions), so that a later account with the
+// same id goes on from there. It answers whether there was an account.
 const deleteAccountSQL = `WITH ` + serializeUserCTE + `, gone AS (
     DELETE FROM users USING serialize WHERE id = $1 RETURNING id
-), history AS (
-    DELETE FROM task_changes WHERE user_id = $1
-), c AS (
-    INSERT INTO task_changes (user_id, event) SELECT id, 'account.deleted' FROM gone RETURNING user_id, position
-)` + notifyCTE + `
-SELECT count(*) FROM n`
+), t AS (SELECT 1 FROM gone)` + takePositionCTE + `, c AS (
+    INSERT INTO task_changes (user_id, position, event) SELECT $1, pos.last, 'account.deleted' FROM pos
+)
+SELECT count(taskapi_forget_user_changes(id)) FROM gone`
 
 // Store reads and writes tasks. Every method is scoped by the user it is
 // given: a task of another user is indistinguishable from no task at all.
@@ -248,6 +266,10 @@ type Store struct {
 	db *boundedDB
 	// taskQuota is the most tasks one user may have.
 	taskQuota int
+	// changed, when set, is called with the user after each write that
+	// recorded a change of theirs has committed: live updates wake the
+	// user's streams (see OnChange).
+	changed func(userID string)
 }
 
 // NewStore returns a Store over db each of whose calls, its wait for a
@@ -255,6 +277,19 @@ type Store struct {
 // users may have up to taskQuota tasks each.
 func NewStore(db *sql.DB, timeout time.Duration, taskQuota int) *Store {
 	return &Store{db: newBoundedDB(db, timeout), taskQuota: taskQuota}
+}
+
+// OnChange makes the store call changed with the user after each of their
+// writes that recorded a change has committed. It is set once, before the
+// store is used: live updates hear of changes from it at once, and from the
+// history within the poll interval whatever happens to the call.
+func (s *Store) OnChange(changed func(userID string)) { s.changed = changed }
+
+// recorded tells OnChange's function that userID's write committed a change.
+func (s *Store) recorded(userID string) {
+	if s.changed != nil {
+		s.changed(userID)
+	}
 }
 
 // Stats counts the user's tasks.
@@ -303,6 +338,7 @@ func (s *Store) CreateTask(ctx context.Context, u User, in NewTask) (Task, error
 	if err != nil {
 		return Task{}, dbError("create task", err)
 	}
+	s.recorded(u.ID)
 	return t, nil
 }
 
@@ -346,7 +382,7 @@ func (s *Store) UpdateTask(ctx context.Context, u User, id string, p TaskPatch, 
 			p.Title, p.SetDescription, p.Description, p.Completed, p.Priority, p.SetDueDate, p.DueDate, tags, versions(ifMatch)))
 		return explainMiss(c, u.ID, id, ifMatch, &t, err)
 	})
-	return written("update task", t, err)
+	return s.written(u.ID, "update task", t, err)
 }
 
 // SetCompleted sets the completed flag of the user's task to *completed, or
@@ -361,7 +397,7 @@ func (s *Store) SetCompleted(ctx context.Context, u User, id string, completed *
 		t, err = newTaskScanner(u.ID).scan(c.QueryRow(completeTaskSQL, u.ID, u.Email, u.Name, id, completed, versions(ifMatch)))
 		return explainMiss(c, u.ID, id, ifMatch, &t, err)
 	})
-	return written("complete task", t, err)
+	return s.written(u.ID, "complete task", t, err)
 }
 
 // DeleteTask deletes the user's task with the given id, or returns
@@ -373,7 +409,7 @@ func (s *Store) DeleteTask(ctx context.Context, userID, id string, ifMatch []int
 	var current Task
 	err := s.db.withConn(ctx, func(c stmtConn) error {
 		var n int64
-		if err := c.QueryRow(deleteTaskSQL, id, userID, versions(ifMatch)).Scan(&n); err != nil {
+		if err := c.QueryRow(deleteTaskSQL, userID, id, versions(ifMatch)).Scan(&n); err != nil {
 			return err
 		}
 		if n == 0 {
@@ -381,7 +417,7 @@ func (s *Store) DeleteTask(ctx context.Context, userID, id string, ifMatch []int
 		}
 		return nil
 	})
-	return written("delete task", current, err)
+	return s.written(userID, "delete task", current, err)
 }
 
 // explainMiss tells why a conditional write touched no row (err is
@@ -401,11 +437,13 @@ func explainMiss(c stmtConn, userID, id string, ifMatch []int64, current *Task, 
 	return ErrStale
 }
 
-// written returns the result of a write: t, and with ErrStale the current
-// task t is then; any other error goes through dbError.
-func written(op string, t Task, err error) (Task, error) {
+// written returns the result of a write of userID's: t, and with ErrStale
+// the current task t is then; any other error goes through dbError. A write
+// without error recorded a change.
+func (s *Store) written(userID, op string, t Task, err error) (Task, error) {
 	switch {
 	case err == nil:
+		s.recorded(userID)
 		return t, nil
 	case errors.Is(err, ErrStale):
 		return t, ErrStale
@@ -429,6 +467,9 @@ func (s *Store) DeleteCompleted(ctx context.Context, userID string) (int64, erro
 	})
 	if err != nil {
 		return 0, dbError("delete completed tasks", err)
+	}
+	if n > 0 {
+		s.recorded(userID)
 	}
 	return n, nil
 }
@@ -469,12 +510,15 @@ func (s *Store) Account(ctx context.Context, u User) (Account, error) {
 
 // DeleteAccount erases the user and everything of theirs.
 func (s *Store) DeleteAccount(ctx context.Context, userID string) error {
+	var n int64
 	err := s.db.withConn(ctx, func(c stmtConn) error {
-		_, err := c.Exec(deleteAccountSQL, userID)
-		return err
+		return c.QueryRow(deleteAccountSQL, userID).Scan(&n)
 	})
 	if err != nil {
 		return dbError("delete account", err)
+	}
+	if n > 0 {
+		s.recorded(userID)
 	}
 	return nil
 }

@@ -34,12 +34,16 @@ func rawStream(t *testing.T, base, path, proto, token string) net.Conn {
 }
 
 // seedChanges records n task.created changes of userID, each with a
-// description of 1,000 characters, straight into the history.
+// description of 1,000 characters, straight into the history, at the
+// user's next n positions.
 func seedChanges(t *testing.T, e *liveEnv, userID string, n int) {
 	t.Helper()
-	_, err := e.db.Exec(`INSERT INTO task_changes (user_id, event, id, title, description, completed, priority, tags, created_at, updated_at, version)
-		SELECT $1, 'task.created', gen_random_uuid(), 'task ' || g, repeat('x', 1000), false, 'medium', '{}', now(), now(), 1
-		  FROM generate_series(1, $2) AS g`, userID, n)
+	_, err := e.db.Exec(`WITH pos AS (
+		INSERT INTO change_positions AS p (user_id, last) VALUES ($1, $2)
+		ON CONFLICT (user_id) DO UPDATE SET last = p.last + EXCLUDED.last RETURNING last)
+		INSERT INTO task_changes (user_id, position, event, id, title, description, completed, priority, tags, created_at, updated_at, version)
+		SELECT $1, pos.last - $2 + g, 'task.created', gen_random_uuid(), 'task ' || g, repeat('x', 1000), false, 'medium', '{}', now(), now(), 1
+		  FROM pos, generate_series(1, $2) AS g`, userID, n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +308,7 @@ func TestEventsStreamPanic(t *testing.T) {
 // that no stream subscribes once the hub is closed.
 func TestHubCloseWaitsForOpeningStream(t *testing.T) {
 	t.Parallel()
-	hub := newEventHub(testEventsConfig(), newTicketCodec([]byte("k")))
+	hub := newEventHub(testEventsConfig(), newTicketCodec([]byte("k")), nil)
 	sub, err := hub.subscribe("opening")
 	if err != nil {
 		t.Fatal(err)
@@ -429,7 +433,7 @@ func TestStreamsLeaveRoomForRequests(t *testing.T) {
 // page to be given back, or gives up at its expiry.
 func TestPageBudget(t *testing.T) {
 	t.Parallel()
-	hub := newEventHub(testEventsConfig(), newTicketCodec([]byte("k")))
+	hub := newEventHub(testEventsConfig(), newTicketCodec([]byte("k")), nil)
 	for i := range maxPagesInFlight {
 		if !hub.takePage(context.Background(), time.Now().Add(time.Hour)) {
 			t.Fatalf("page %d of %d refused, want it taken", i+1, maxPagesInFlight)
