@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -602,4 +603,112 @@ func TestRollingRestartDropsNothing(t *testing.T) {
 	if stored != len(created) {
 		t.Errorf("%d of %d acknowledged creates are stored, want all", stored, len(created))
 	}
+}
+
+// TestEventsWriterKilled runs a writer instance A that never notifies (it
+// cannot LISTEN, so its notifier stays quiet: what B sees of a writer
+// killed between its commit and its notification) under a load of
+// creates, and SIGKILLs it mid-load. Every create A answered 201, and one
+// committed as A died, reaches a stream on instance B, in order, once,
+// within two of B's poll intervals.
+func TestEventsWriterKilled(t *testing.T) {
+	t.Parallel()
+	dbURL := newEmptyTestDB(t)
+	const interval = time.Second
+	cmdA, a := startProcess(t, dbURL, "DATABASE_LISTEN_URL=postgres://taskapi@127.0.0.1:1/none?sslmode=disable&connect_timeout=1")
+	// B's stream may fall a poll's worth of changes behind: the buffer,
+	// not the test, must not turn that into a reload.
+	_, b := startProcess(t, dbURL, "EVENTS_POLL_INTERVAL="+interval.String(), "EVENTS_BUFFER=100000")
+	tok := mintTestToken(t, "victim")
+	s := openStream(t, "http://"+b, "/api/me/events", tok, nil)
+
+	var (
+		mu    sync.Mutex
+		acked []string
+		wg    sync.WaitGroup
+	)
+	client := &http.Client{Timeout: 5 * time.Second}
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			resp, err := client.Do(newRequest(t, "POST", "http://"+a+"/api/me/tasks", tok, nil, fmt.Sprintf(`{"title":"w%d"}`, i)))
+			if err != nil {
+				return // A is gone
+			}
+			var task Task
+			json.NewDecoder(resp.Body).Decode(&task)
+			resp.Body.Close()
+			if resp.StatusCode == 201 {
+				mu.Lock()
+				acked = append(acked, task.ID)
+				mu.Unlock()
+			}
+		}
+	})
+	time.Sleep(500 * time.Millisecond)
+	cmdA.Process.Signal(syscall.SIGKILL)
+	killed := time.Now()
+	wg.Wait()
+
+	db, err := sql.Open("pgx", dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var stored int
+	if err := db.QueryRow(`SELECT count(*) FROM tasks WHERE user_id = 'victim'`).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored < len(acked) || len(acked) == 0 {
+		t.Fatalf("%d creates answered 201, %d stored; want some, all stored", len(acked), stored)
+	}
+	for i := range stored {
+		ev := s.next()
+		if ev.Event != "task.created" || ev.ID != int64(i+1) {
+			t.Fatalf("event %d on B: %+v, want task.created at id %d", i, ev, i+1)
+		}
+		if i < len(acked) && !strings.Contains(ev.Data, acked[i]) {
+			t.Fatalf("event %d on B: %+v, want the creation of %s, answered 201 by A", i, ev, acked[i])
+		}
+	}
+	took := time.Since(killed)
+	t.Logf("%d creates answered 201 and %d stored before A was killed; B had every one %v after", len(acked), stored, took)
+	if took > 2*interval+time.Second {
+		t.Errorf("B had the last change %v after A was killed, want within two poll intervals (%v)", took, 2*interval)
+	}
+	s.quiet(2 * interval)
+}
+
+// TestEventsPooledOnly runs two instances given one database URL and no
+// DATABASE_LISTEN_URL. Behind PgBouncer in transaction mode (.ci/pooler)
+// that URL is the pooler's, which cannot LISTEN; elsewhere the test gives
+// them a listener URL that is down. Each starts, warns, stays ready, and a
+// write on one reaches a stream on the other, from the poll.
+func TestEventsPooledOnly(t *testing.T) {
+	t.Parallel()
+	dbURL := newEmptyTestDB(t)
+	listen := "DATABASE_LISTEN_URL=" // the pooled URL itself
+	if !testPooler {
+		listen += "postgres://taskapi@127.0.0.1:1/none?sslmode=disable&connect_timeout=1"
+	}
+	_, a := startProcess(t, dbURL, listen)
+	_, b := startProcess(t, dbURL, listen)
+	tok := mintTestToken(t, "pooled")
+	s := openStream(t, "http://"+b, "/api/me/events", tok, nil)
+	for _, addr := range []string{a, b} {
+		if res := send(t, http.DefaultClient, "GET", "http://"+addr+"/readyz", "", nil, ""); res.Status != 200 {
+			t.Errorf("readyz without a listener: %d, want 200", res.Status)
+		}
+	}
+	var delays []time.Duration
+	for i := range 20 {
+		sent := time.Now()
+		res := send(t, http.DefaultClient, "POST", "http://"+a+"/api/me/tasks", tok, nil, fmt.Sprintf(`{"title":"pooled %d"}`, i))
+		if ev := s.next(); ev.Event != "task.created" || ev.Data != strings.TrimSuffix(string(res.Body), "\n") || ev.ID != int64(i+1) {
+			t.Fatalf("on B, after create %d on A: %+v, want task.created at id %d with A's answer %s", i, ev, i+1, res.Body)
+		}
+		delays = append(delays, time.Since(sent))
+		time.Sleep(time.Duration(i%5) * 37 * time.Millisecond)
+	}
+	slices.Sort(delays)
+	t.Logf("pooler %v: from a create on A to its event on B: p50 %v, max %v", testPooler, delays[len(delays)/2], delays[len(delays)-1])
 }
