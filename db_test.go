@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	_ "embed"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -275,5 +277,75 @@ func TestSharedDeadlines(t *testing.T) {
 	}
 	if len(seen) < 3 || len(seen) > 6 {
 		t.Errorf("%d contexts over %v of asks; want one per %v or so", len(seen), 5*deadlineSlack, deadlineSlack)
+	}
+}
+
+//go:embed testdata/schema_before_own_positions.sql
+var schemaBeforeOwnPositions string
+
+// TestUpgradeToOwnPositions boots the current schema on a database whose
+// history took its positions from one sequence for every user: the rows
+// keep their positions, each user's counter goes on from their highest, a
+// client's old position resumes, or gets reload where it is older than
+// what was swept, and a second boot changes nothing.
+func TestUpgradeToOwnPositions(t *testing.T) {
+	t.Parallel()
+	db, _ := newTestDB(t)
+	ctx := context.Background()
+	if _, err := db.Exec(`DROP TABLE tasks, users, idempotency_keys, server_keys, task_changes, task_changes_horizon, change_positions;
+		DROP FUNCTION taskapi_tags_valid, taskapi_forget_task_changes, taskapi_forget_user_changes`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(schemaBeforeOwnPositions); err != nil {
+		t.Fatalf("load the earlier schema: %v", err)
+	}
+	// Six changes of a and b, taking turns, the first two swept.
+	if _, err := db.Exec(`INSERT INTO users (id) VALUES ('a'), ('b'), ('c');
+		INSERT INTO task_changes (user_id, event, id) SELECT CASE WHEN g % 2 = 1 THEN 'a' ELSE 'b' END, 'task.deleted', gen_random_uuid()
+		  FROM generate_series(1, 6) AS g;
+		DELETE FROM task_changes WHERE position <= 2;
+		INSERT INTO task_changes_horizon (swept_through) VALUES (2)`); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := applySchema(ctx, db); err != nil {
+			t.Fatalf("upgrade: %v, want no error", err)
+		}
+	}
+	rows, err := db.Query(`SELECT user_id, last, swept_through FROM change_positions ORDER BY user_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var user string
+		var last, swept int64
+		rows.Scan(&user, &last, &swept)
+		got = append(got, fmt.Sprintf("%s %d %d", user, last, swept))
+	}
+	rows.Close()
+	if want := "a 5 2,b 6 2,c 2 2"; strings.Join(got, ",") != want {
+		t.Errorf("counters after the upgrade: %v, want %s (user, last, swept_through)", got, want)
+	}
+	var seq *string
+	db.QueryRow(`SELECT to_regclass('task_changes_position_seq')::text`).Scan(&seq)
+	if seq != nil {
+		t.Error("the position sequence is still there after the upgrade")
+	}
+
+	e := newTestEnvOn(t, db, nil)
+	a, c := e.token("a"), e.token("c")
+	if got := changesOf(t, e, a, "?since=3"); got.Reload || len(got.Changes) != 1 || got.Changes[0].Position != 5 {
+		t.Errorf("a from an old position 3: %+v, want its change at 5", got)
+	}
+	if got := changesOf(t, e, a, "?since=1"); !got.Reload || got.Next != 5 {
+		t.Errorf("a from a swept position 1: %+v, want reload at 5", got)
+	}
+	e.do("POST", "/api/me/tasks", a, `{"title":"after"}`)
+	if got := changesOf(t, e, a, "?since=5"); got.Reload || len(got.Changes) != 1 || got.Changes[0].Position != 6 {
+		t.Errorf("a's first change after the upgrade: %+v, want it at 6", got)
+	}
+	if got := changesOf(t, e, c, "?since=0"); !got.Reload || got.Next != 2 {
+		t.Errorf("c, whose history was all swept: %+v, want reload at 2", got)
 	}
 }
