@@ -147,7 +147,7 @@ SELECT count(*) FROM swept`
 
 // notifySQL tells the instances that LISTEN which users changed: one
 // notification for each payload of $1, sent when its transaction commits.
-// It runs on a pooled connection, outside every write.
+// It runs on the listener's connection (hub.go), outside every write.
 const notifySQL = `SELECT count(pg_notify('` + changesChannel + `', p)) FROM unnest($1::text[]) AS p`
 
 // pollChangedSQL is the safety net's one statement: which of the users $2
@@ -302,18 +302,6 @@ func (s *Store) Bounds(ctx context.Context, userID string) (last, swept int64, x
 // and says how many it deleted.
 func (s *Store) SweepChanges(ctx context.Context, retention time.Duration) (int64, error) {
 	return s.deleteInBatches(ctx, "sweep changes", sweepChangesSQL, retention.Seconds())
-}
-
-// Notify sends each payload on changesChannel, in one statement.
-func (s *Store) Notify(ctx context.Context, payloads []string) error {
-	err := s.db.withConn(ctx, func(c stmtConn) error {
-		_, err := c.Exec(notifySQL, payloads)
-		return err
-	})
-	if err != nil {
-		return dbError("notify changes", err)
-	}
-	return nil
 }
 
 // PollChanged returns which of users have a change from a transaction

@@ -22,7 +22,7 @@ import (
 // middleware, and the middleware every request passes through.
 // version is the build's, as /healthz reports it. With live nil, the
 // routes of live updates answer 503.
-func newServer(logger *slog.Logger, version string, store *Store, verifier *Verifier, guards guards, cursors cursorCodec, corsOrigins []string, live *eventHub) http.Handler {
+func newServer(logger *slog.Logger, version string, store *Store, verifier *Verifier, guards guards, cursors cursorCodec, corsOrigins []string, live *liveUpdates) http.Handler {
 	mux := http.NewServeMux()
 	for _, r := range routes(logger, version, store, verifier, guards, cursors, live) {
 		mux.Handle(r.pattern, r.handler)
@@ -46,6 +46,13 @@ func newServer(logger *slog.Logger, version string, store *Store, verifier *Veri
 	return h
 }
 
+// liveUpdates is what the routes of live updates are handed: the hub of
+// the instance's streams, and the codec of the tickets that open them.
+type liveUpdates struct {
+	hub     *eventHub
+	tickets ticketCodec
+}
+
 // route is one entry of the route table.
 type route struct {
 	pattern string
@@ -54,15 +61,18 @@ type route struct {
 
 // routes is the route table: every pattern taskapi serves, with the
 // middleware of each. openapi.json describes exactly these.
-func routes(logger *slog.Logger, version string, store *Store, verifier *Verifier, guards guards, cursors cursorCodec, live *eventHub) []route {
+func routes(logger *slog.Logger, version string, store *Store, verifier *Verifier, guards guards, cursors cursorCodec, live *liveUpdates) []route {
 	authenticate := requireUser(verifier, guards.failedAuth, logger)
 	limitRequests := limitRate(guards.rate, logger)
 	limitDatabase := limitConcurrency(guards.concurrency, logger)
 	auth := func(h http.Handler) http.Handler { return authenticate(limitRequests(limitDatabase(h))) }
 	bufs := newBodyBuffers()
-	var tickets ticketCodec
+	var (
+		hub     *eventHub
+		tickets ticketCodec
+	)
 	if live != nil {
-		tickets = live.tickets
+		hub, tickets = live.hub, live.tickets
 	}
 	streamAuth := requireStreamUser(verifier, tickets, guards.failedAuth, logger)
 	return []route{
@@ -86,8 +96,8 @@ func routes(logger *slog.Logger, version string, store *Store, verifier *Verifie
 		// Live updates (events.go). A stream holds no database connection
 		// between its reads, so it is not counted against
 		// USER_MAX_CONCURRENT; its own caps are in the hub.
-		{"GET /api/{user_id}/events", streamAuth(limitRequests(handleEvents(logger, live)))},
-		{"POST /api/{user_id}/events/ticket", auth(handleEventsTicket(logger, live))},
+		{"GET /api/{user_id}/events", streamAuth(limitRequests(handleEvents(logger, hub)))},
+		{"POST /api/{user_id}/events/ticket", auth(handleEventsTicket(logger, hub, tickets))},
 		{"GET /api/{user_id}/changes", auth(handleChanges(logger, store, bufs))},
 	}
 }

@@ -72,14 +72,15 @@ func startLiveEnv(t *testing.T, db *sql.DB, url string, cfg eventsConfig, opts l
 	logger := slog.New(handler)
 	store := NewStore(db, 5*time.Second, testTaskQuota)
 	verifier := NewVerifier(VerifierConfig{Secret: testSecret}, logger)
-	hub := newEventHub(cfg, newTicketCodec([]byte("test events key")), store)
+	hub := newEventHub(cfg, store)
 	store.OnChange(hub.changed)
 	app := "listen_" + strings.ToLower(rand.Text())[:12]
 	listenURL := cmp.Or(opts.listenURL, testListenURL(url))
 	if err := hub.start(context.Background(), withParam(listenURL, "application_name", app), logger); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(newServer(logger, "test", store, verifier, guards{}, newCursorCodec([]byte("k")), nil, hub))
+	srv := httptest.NewUnstartedServer(newServer(logger, "test", store, verifier, guards{}, newCursorCodec([]byte("k")), nil,
+		&liveUpdates{hub: hub, tickets: newTicketCodec([]byte("test events key"))}))
 	if opts.server != nil {
 		opts.server(srv)
 	}

@@ -6,11 +6,11 @@
 // notifies no one there: pg_notify in a write would make every notifying
 // commit in the database wait in one line (changes.go). Once the write has
 // committed, the store calls changed (Store.OnChange): the hub wakes this
-// instance's streams of the user at once, and its notifier tells the other
-// instances, in one pg_notify of every user changed since its last send,
-// sent on a pooled connection, one at a time. Each instance LISTENs on one
-// connection of its own when it can, and a notification wakes the streams
-// of its users. Notifications are hints: each instance also polls the
+// instance's streams of the user at once, and tells the other instances,
+// in one pg_notify of every user changed since its last send, one at a
+// time, on the connection on which it LISTENs: a connection of its own, so
+// that a notification never waits for the pool behind the requests. A
+// notification wakes the streams of its users on every other instance. Notifications are hints: each instance also polls the
 // history, in one statement whatever the number of streams, for which of
 // the users with streams here changed (pollChangedSQL), every
 // EVENTS_POLL_INTERVAL, more often while it does not listen. A woken stream
@@ -85,7 +85,6 @@ const (
 // any number of changes. It is safe for concurrent use.
 type eventHub struct {
 	cfg      eventsConfig
-	tickets  ticketCodec
 	store    *Store
 	instance string // names this instance's notifications, which it ignores
 
@@ -94,7 +93,7 @@ type eventHub struct {
 	total  int
 	closed bool // set by close: no stream subscribes after it
 	// pending holds the users changed here and not yet told to other
-	// instances; notify is poked when it gains one.
+	// instances, while the hub listens; notify is poked when it gains one.
 	pending map[string]struct{}
 	notify  chan struct{}
 	// watermark is the transaction id from which the next poll asks (0:
@@ -111,6 +110,7 @@ type eventHub struct {
 	pages     chan struct{} // one for each page of history a stream holds
 	reads     atomic.Int64  // history reads made for woken streams
 	polls     atomic.Int64  // polls of the history made
+	heardFrom atomic.Int64  // notifications heard from other instances
 	listening atomic.Bool   // the LISTEN connection is up
 	refused   atomic.Uint64 // streams refused by subscribe, for /metrics
 	stats     streamMetrics // what the streams did, for /metrics
@@ -147,8 +147,8 @@ type sharedRead struct {
 // newEventHub returns a hub with no streams over store's history, not yet
 // hearing of changes (see start). The caller wires store's OnChange to the
 // hub's changed.
-func newEventHub(cfg eventsConfig, tickets ticketCodec, store *Store) *eventHub {
-	return &eventHub{cfg: cfg, tickets: tickets, store: store, instance: strings.ToLower(rand.Text()[:16]),
+func newEventHub(cfg eventsConfig, store *Store) *eventHub {
+	return &eventHub{cfg: cfg, store: store, instance: strings.ToLower(rand.Text()[:16]),
 		users: map[string]*userStreams{}, pending: map[string]struct{}{}, notify: make(chan struct{}, 1),
 		pages: make(chan struct{}, maxPagesInFlight), done: make(chan struct{})}
 }
@@ -351,14 +351,18 @@ func (h *eventHub) closeAndWait() {
 }
 
 // changed is told that a write of userID's has committed a change: the
-// user's streams on this instance wake at once, and the notifier tells the
-// other instances.
+// user's streams on this instance wake at once, and the listener tells the
+// other instances (hear). While the hub does not listen it tells no one:
+// the instances share their configuration, so none listens either, and
+// the safety net alone carries changes across instances.
 func (h *eventHub) changed(userID string) {
 	h.mu.Lock()
 	if us := h.users[userID]; us != nil {
 		us.wake()
 	}
-	h.pending[userID] = struct{}{}
+	if h.listening.Load() {
+		h.pending[userID] = struct{}{}
+	}
 	h.mu.Unlock()
 	select {
 	case h.notify <- struct{}{}:
@@ -366,8 +370,9 @@ func (h *eventHub) changed(userID string) {
 	}
 }
 
-// start makes the hub hear of changes until it closes: the notifier, the
-// safety net, and a listener on url that reconnects whenever it drops. It
+// start makes the hub hear of changes until it closes: the safety net, and
+// a listener on url that reconnects whenever it drops, and tells the other
+// instances of this one's changes. It
 // fails only when url does not parse; a listener that cannot LISTEN (a
 // pooler in transaction mode, a database that is down) is warned of once
 // and tried again with backoff, while the safety net polls more often.
@@ -387,35 +392,30 @@ func (h *eventHub) start(ctx context.Context, url string, logger *slog.Logger) e
 		<-h.done
 		cancel()
 	}()
-	go h.notifier(ctx, logger)
 	go h.poller(ctx, logger)
 	go h.listen(ctx, cfg, logger)
 	return nil
 }
 
-// notifier tells the other instances, one statement at a time, which users
-// changed here since its last send, while this instance listens: when it
-// cannot, none can (they share their configuration), and the safety net
-// alone carries changes across instances. A send that fails is not
-// repeated: the safety net carries those changes.
-func (h *eventHub) notifier(ctx context.Context, logger *slog.Logger) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-h.notify:
-		}
-		h.mu.Lock()
-		users := slices.Collect(maps.Keys(h.pending))
-		clear(h.pending)
-		h.mu.Unlock()
-		if len(users) == 0 || !h.listening.Load() {
-			continue
-		}
-		if err := h.store.Notify(ctx, notifyPayloads(h.instance, users)); err != nil && ctx.Err() == nil {
-			logger.Debug("live updates: notify", "err", err)
-		}
+// errQuiet ends a listener's wait for a notification after listenPing.
+var errQuiet = errors.New("no notification for a while")
+
+// tell sends, on the listener's connection, the notification of every user
+// changed here since the last one (notifySQL), if any.
+func (h *eventHub) tell(ctx context.Context, conn *pgx.Conn) error {
+	h.mu.Lock()
+	users := slices.Collect(maps.Keys(h.pending))
+	clear(h.pending)
+	h.mu.Unlock()
+	if len(users) == 0 {
+		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := conn.Exec(ctx, notifySQL, notifyPayloads(h.instance, users)); err != nil {
+		return fmt.Errorf("notify: %w", err)
+	}
+	return nil
 }
 
 // notifyPayloads puts users in payloads of at most maxNotifyPayload bytes,
@@ -441,6 +441,7 @@ func (h *eventHub) heard(payload string) {
 	if !ok || instance == h.instance {
 		return
 	}
+	h.heardFrom.Add(1)
 	for _, u := range strings.Split(users, "\n") {
 		h.wakeUser(u)
 	}
@@ -549,7 +550,10 @@ func (h *eventHub) listen(ctx context.Context, cfg *pgx.ConnConfig, logger *slog
 		warned, dropped = false, true
 		h.wakeAll()
 		err = h.hear(ctx, conn)
+		h.mu.Lock()
 		h.listening.Store(false)
+		clear(h.pending) // the safety net carries them
+		h.mu.Unlock()
 		conn.Close(context.Background())
 		if ctx.Err() != nil {
 			return
@@ -558,12 +562,28 @@ func (h *eventHub) listen(ctx context.Context, cfg *pgx.ConnConfig, logger *slog
 	}
 }
 
-// hear wakes the users of each notification on conn until the connection
-// fails or ctx ends; a quiet connection is pinged every listenPing.
+// hear wakes the users of each notification on conn, and sends on it the
+// notification of the users changed here (tell), until the connection
+// fails or ctx ends; a quiet connection is pinged every listenPing. A
+// change here ends the wait for a notification (the driver keeps the
+// connection when a wait ends by its context), so that conn, which is this
+// instance's own, sends one notification at a time, and never waits for
+// the pool.
 func (h *eventHub) hear(ctx context.Context, conn *pgx.Conn) error {
 	for {
-		wctx, cancel := context.WithTimeout(ctx, listenPing)
+		if err := h.tell(ctx, conn); err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeoutCause(ctx, listenPing, errQuiet)
+		go func() {
+			select {
+			case <-h.notify:
+				cancel()
+			case <-wctx.Done():
+			}
+		}()
 		n, err := conn.WaitForNotification(wctx)
+		ended, quiet := wctx.Err() != nil, errors.Is(context.Cause(wctx), errQuiet)
 		cancel()
 		switch {
 		case err == nil:
@@ -571,8 +591,10 @@ func (h *eventHub) hear(ctx context.Context, conn *pgx.Conn) error {
 			continue
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case !errors.Is(err, context.DeadlineExceeded):
-			return err
+		case !ended || conn.IsClosed():
+			return err // the connection failed
+		case !quiet:
+			continue // a change here to tell
 		}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err = conn.Ping(pctx)

@@ -63,8 +63,11 @@ func TestEventsListenerRestored(t *testing.T) {
 		prev = ev.ID
 	}
 	s.quiet(300 * time.Millisecond)
+	if e.hub.heardFrom.Load() == 0 {
+		t.Error("no notification from the writing instance was heard, want its changes told")
+	}
 	if !strings.Contains(e.logs.String(), "LISTEN connection dropped") {
-		t.Error("the drop was not logged")
+		t.Errorf("the drop was not logged:\n%s", e.logs)
 	}
 }
 

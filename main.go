@@ -141,7 +141,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		cfg.Events.MaxStreams = n
 	}
-	live := newEventHub(cfg.Events, newTicketCodec(ticketKey), store)
+	live := newEventHub(cfg.Events, store)
 	store.OnChange(live.changed)
 	if err := live.start(ctx, cmp.Or(cfg.ListenURL, cfg.DB.URL), logger); err != nil {
 		return err
@@ -168,7 +168,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	srv := &http.Server{
 		Handler: drainReadiness(newServer(logger, buildVersion(), store, verifier, g,
-			newCursorCodec(cursorKey), cfg.CORSOrigins, live), &draining, logger),
+			newCursorCodec(cursorKey), cfg.CORSOrigins, &liveUpdates{hub: live, tickets: newTicketCodec(ticketKey)}), &draining, logger),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		// Longer than the slowest honest request: a statement timeout plus

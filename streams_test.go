@@ -308,7 +308,7 @@ func TestEventsStreamPanic(t *testing.T) {
 // that no stream subscribes once the hub is closed.
 func TestHubCloseWaitsForOpeningStream(t *testing.T) {
 	t.Parallel()
-	hub := newEventHub(testEventsConfig(), newTicketCodec([]byte("k")), nil)
+	hub := newEventHub(testEventsConfig(), nil)
 	sub, err := hub.subscribe("opening")
 	if err != nil {
 		t.Fatal(err)
@@ -433,7 +433,7 @@ func TestStreamsLeaveRoomForRequests(t *testing.T) {
 // page to be given back, or gives up at its expiry.
 func TestPageBudget(t *testing.T) {
 	t.Parallel()
-	hub := newEventHub(testEventsConfig(), newTicketCodec([]byte("k")), nil)
+	hub := newEventHub(testEventsConfig(), nil)
 	for i := range maxPagesInFlight {
 		if !hub.takePage(context.Background(), time.Now().Add(time.Hour)) {
 			t.Fatalf("page %d of %d refused, want it taken", i+1, maxPagesInFlight)

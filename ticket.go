@@ -180,7 +180,7 @@ var errNoStreamWindow = errors.New("token expires too soon")
 // ticket for the caller's event stream: {"ticket", "expires_at"}. It opens
 // streams for ticketTTL; each lasts until the caller's token expires, or
 // ticketStreamMax, whichever is sooner.
-func handleEventsTicket(logger *slog.Logger, live *eventHub) http.Handler {
+func handleEventsTicket(logger *slog.Logger, live *eventHub, tickets ticketCodec) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if live == nil {
 			writeError(w, r, logger, fmt.Errorf("%w: live updates are not running", ErrUnavailable))
@@ -200,7 +200,7 @@ func handleEventsTicket(logger *slog.Logger, live *eventHub) http.Handler {
 		if until.Before(expires) {
 			expires = until
 		}
-		ticket := live.tickets.mint(userFrom(r.Context()).ID, expires, until)
+		ticket := tickets.mint(userFrom(r.Context()).ID, expires, until)
 		writeJSON(w, http.StatusOK, struct {
 			Ticket    string    `json:"ticket"`
 			ExpiresAt time.Time `json:"expires_at"`
