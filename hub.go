@@ -605,7 +605,8 @@ func (h *eventHub) hear(ctx context.Context, conn *pgx.Conn) error {
 	}
 }
 
-// listenConn connects and LISTENs, then sends a notification from a second
+// listenConn connects, LISTENs, and turns synchronous_commit off for the
+// notifications it will send; then it sends a notification from a second
 // connection and waits for it, as the notifiers will send them: a pooler in
 // transaction mode loses it. The probe's payload names no user.
 func listenConn(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
@@ -618,6 +619,12 @@ func listenConn(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
 		return nil, err
 	}
 	if _, err := conn.Exec(ctx, "LISTEN "+changesChannel); err != nil {
+		return fail(err)
+	}
+	// The notifications this connection sends (tell) are hints: one lost
+	// in a crash costs a poll interval, and waiting for the commit's disk
+	// flush would delay every one.
+	if _, err := conn.Exec(ctx, "SET synchronous_commit = off"); err != nil {
 		return fail(err)
 	}
 	notifier, err := pgx.ConnectConfig(ctx, cfg)
