@@ -230,13 +230,14 @@ func TestBenchSQLMirrorsStore(t *testing.T) {
 			t.Errorf("%s runs\n%s\nbut taskapi runs\n%s", file, got, want)
 		}
 	}
-	// The bare server (bench/bare) runs the statements as they are, with
+	// The bare server (bench/bare) runs the statements as they are (the
+	// create without its change record), with
 	// the same parameters: the list's $2 is the page size plus one, 21, as
 	// taskapi's, and the create's $10 is taskapi's default quota.
 	for file, want := range map[string]string{
 		"bench/bare/list.sql":   list,
 		"bench/bare/get.sql":    getTaskSQL,
-		"bench/bare/create.sql": createTaskSQL,
+		"bench/bare/create.sql": strings.Replace(createTaskSQL, recordCreatedCTE, "", 1),
 	} {
 		b, err := os.ReadFile(file)
 		if err != nil {

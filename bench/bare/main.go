@@ -3,7 +3,9 @@
 // of bench/load.lua. It has net/http's pattern routing, database/sql over
 // pgx's stdlib driver with a pool of DB_MAX_CONNS (default 4, as taskapi's),
 // taskapi's own SQL statements (list.sql, get.sql and create.sql, which
-// TestBenchSQLMirrorsStore keeps equal to the store's), and encoding/json
+// TestBenchSQLMirrorsStore keeps equal to the store's; create.sql without
+// the change record, so that the comparison says what live updates cost a
+// write end to end), and encoding/json
 // for the answers. Instead of checking a JWT it looks the bearer token up in
 // a map read at start from BENCH_TOKENS (lines "token user", the file
 // bench/run mints). It does no validation, no logging, and has no
