@@ -293,7 +293,7 @@ func TestUpgradeToOwnPositions(t *testing.T) {
 	db, _ := newTestDB(t)
 	ctx := context.Background()
 	if _, err := db.Exec(`DROP TABLE tasks, users, idempotency_keys, server_keys, task_changes, task_changes_horizon, change_positions;
-		DROP FUNCTION taskapi_tags_valid, taskapi_forget_task_changes, taskapi_forget_user_changes`); err != nil {
+		DROP FUNCTION taskapi_tags_valid, taskapi_forget_task_changes, taskapi_forget_user_changes, taskapi_position_for_earlier_release`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Exec(schemaBeforeOwnPositions); err != nil {
@@ -347,5 +347,11 @@ func TestUpgradeToOwnPositions(t *testing.T) {
 	}
 	if got := changesOf(t, e, c, "?since=0"); !got.Reload || got.Next != 2 {
 		t.Errorf("c, whose history was all swept: %+v, want reload at 2", got)
+	}
+	// An instance of the earlier release, still running during a rolling
+	// deploy, inserts a change without a position: it gets a's next one.
+	var p int64
+	if err := db.QueryRow(`INSERT INTO task_changes (user_id, event, id) VALUES ('a', 'task.deleted', gen_random_uuid()) RETURNING position`).Scan(&p); err != nil || p != 7 {
+		t.Errorf("a change inserted as the earlier release does: position %d (%v), want a's next, 7", p, err)
 	}
 }

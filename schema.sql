@@ -212,6 +212,25 @@ END
 $$;
 CREATE INDEX IF NOT EXISTS task_changes_txid_idx ON task_changes (txid);
 
+-- During a rolling deploy from a release with one position sequence, its
+-- instances still insert changes without a position: this trigger gives
+-- such a change the user's next one, so that their writes keep working
+-- until they are replaced. This release's statements always give the
+-- position, and the trigger's WHEN skips them without calling it.
+CREATE OR REPLACE FUNCTION taskapi_position_for_earlier_release() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    INSERT INTO change_positions AS p (user_id, last) VALUES (NEW.user_id, 1)
+    ON CONFLICT (user_id) DO UPDATE SET last = p.last + 1
+    RETURNING last INTO NEW.position;
+    RETURN NEW;
+END
+$$;
+CREATE OR REPLACE TRIGGER task_changes_position_for_earlier_release
+    BEFORE INSERT ON task_changes FOR EACH ROW WHEN (NEW.position IS NULL)
+    EXECUTE FUNCTION taskapi_position_for_earlier_release();
+
 -- taskapi_forget_task_changes deletes the user $1's changes that hold the
 -- content of the tasks $2, and taskapi_forget_user_changes all of the user
 -- $1's but account.deleted. The statements that delete tasks or an account
