@@ -292,7 +292,7 @@ func TestUpgradeToOwnPositions(t *testing.T) {
 	t.Parallel()
 	db, _ := newTestDB(t)
 	ctx := context.Background()
-	if _, err := db.Exec(`DROP TABLE tasks, users, idempotency_keys, server_keys, task_changes, task_changes_horizon, change_positions;
+	if _, err := db.Exec(`DROP TABLE tasks, users, idempotency_keys, server_keys, schema_digest, task_changes, task_changes_horizon, change_positions;
 		DROP FUNCTION taskapi_tags_valid, taskapi_forget_task_changes, taskapi_forget_user_changes, taskapi_position_for_earlier_release`); err != nil {
 		t.Fatal(err)
 	}
