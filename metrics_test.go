@@ -128,7 +128,10 @@ func TestMetricsThroughRun(t *testing.T) {
 	stream.close()
 	waitFor(t, func() bool {
 		m = scrapeMetrics(t, metricsURL)
-		return m[`taskapi_event_streams_ended_total{reason="client"}`] == 1 && m["taskapi_event_streams_open"] == 0
+		// The listener comes up in the background, after the instance
+		// serves.
+		return m[`taskapi_event_streams_ended_total{reason="client"}`] == 1 && m["taskapi_event_streams_open"] == 0 &&
+			m["taskapi_events_listener_up"] == 1
 	})
 
 	for series, want := range map[string]float64{
