@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// changesChannel is the channel on which each instance's notifier tells the
+// changesChannel is the channel on which each instance's listener tells the
 // others which users changed (hub.go): "<instance id>\n<user id>\n...".
 // Listeners read the changes themselves from task_changes.
 const changesChannel = "taskapi_changes"

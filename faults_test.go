@@ -606,7 +606,7 @@ func TestRollingRestartDropsNothing(t *testing.T) {
 }
 
 // TestEventsWriterKilled runs a writer instance A that never notifies (it
-// cannot LISTEN, so its notifier stays quiet: what B sees of a writer
+// cannot LISTEN, so it notifies no one: what B sees of a writer
 // killed between its commit and its notification) under a load of
 // creates, and SIGKILLs it mid-load. Every create A answered 201, and one
 // committed as A died, reaches a stream on instance B, in order, once,

@@ -607,7 +607,7 @@ func (h *eventHub) hear(ctx context.Context, conn *pgx.Conn) error {
 
 // listenConn connects, LISTENs, and turns synchronous_commit off for the
 // notifications it will send; then it sends a notification from a second
-// connection and waits for it, as the notifiers will send them: a pooler in
+// connection and waits for it, as other instances will send them: a pooler in
 // transaction mode loses it. The probe's payload names no user.
 func listenConn(ctx context.Context, cfg *pgx.ConnConfig) (*pgx.Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, cfg)

@@ -204,7 +204,7 @@ func TestEventsWithoutListener(t *testing.T) {
 	}
 }
 
-// TestNotifyPayloads checks that the notifier's payloads stay under
+// TestNotifyPayloads checks that the payloads of notifications stay under
 // pg_notify's limit and name every user once, after the instance.
 func TestNotifyPayloads(t *testing.T) {
 	t.Parallel()
