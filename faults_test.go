@@ -644,7 +644,7 @@ func TestEventsWriterKilled(t *testing.T) {
 			}
 		}
 	})
-	time.Sleep(500 * time.Millisecond)
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(acked) >= 20 }) // A is writing
 	cmdA.Process.Signal(syscall.SIGKILL)
 	killed := time.Now()
 	wg.Wait()

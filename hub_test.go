@@ -41,7 +41,8 @@ func TestEventsListenerRestored(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	})
-	time.Sleep(300 * time.Millisecond)
+	written := func() int { mu.Lock(); defer mu.Unlock(); return len(ids) }
+	waitFor(t, func() bool { return written() >= 5 }) // some changes before the drop
 	var killed int
 	if err := e.db.QueryRow(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`, e.listenApp).Scan(&killed); err != nil || killed != 1 {
 		t.Fatalf("terminated %d listener backends (%v), want 1", killed, err)
@@ -49,10 +50,11 @@ func TestEventsListenerRestored(t *testing.T) {
 	if res := e.do("GET", "/readyz", "", nil); res.Status != 200 {
 		t.Errorf("readyz with the listener down: %d, want 200", res.Status)
 	}
-	time.Sleep(500 * time.Millisecond)
+	// Changes go on across the outage, and after the listener is back.
+	before := written()
+	waitFor(t, func() bool { return e.hub.listening.Load() && written() >= before+5 })
 	close(stop)
 	wg.Wait()
-	waitFor(t, e.hub.listening.Load)
 
 	var prev int64
 	for i, want := range ids {
