@@ -558,12 +558,13 @@ try {
     await other.close();
   });
 
-  // Every action so far, in every tab of Alice's: at most one token request per load of the page.
+  // Every action so far, in every tab of Alice's: at most one token given per load of the page (a token request
+  // that failed offline gives none).
   await step("one-token-per-page-load", page, async () => {
     const sum = (m) => [...m].filter(([p]) => p.context() === alice).reduce((n, [, v]) => n + v, 0);
     const calls = sum(tokenCalls) - sum(testTokenCalls), pageLoads = sum(loads);
-    console.log(`  token requests by the app: ${calls} in ${pageLoads} page loads, over ${stepNo} steps of actions`);
-    assert.ok(calls <= pageLoads, `${calls} token requests in ${pageLoads} page loads, want at most one each`);
+    console.log(`  tokens given to the app: ${calls} in ${pageLoads} page loads, over ${stepNo} steps of actions`);
+    assert.ok(calls <= pageLoads, `${calls} tokens in ${pageLoads} page loads, want at most one each`);
   });
 
   // Bob, in a browser context of his own (no cookies of Alice's).
