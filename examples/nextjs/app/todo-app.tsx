@@ -6,10 +6,27 @@ import { authClient } from "@/lib/auth-client";
 import { forgetToken, taskapi, type Priority, type Task, type TaskInput, type TokenMode } from "@/lib/taskapi";
 import { forgetList, taskSync, type Conflict, type ShownTask, type TaskSync } from "@/lib/sync";
 
+// Who was last signed in on this browser: while the session cannot be fetched (offline), the page opens
+// with that user's list and what waits. Forgotten at sign-out.
+type User = { id: string; email: string };
+const userKey = "taskapi-user";
+const keptUser = (): User | null => JSON.parse(localStorage.getItem(userKey) || "null");
+
 export default function TodoApp({ apiUrl, tokenMode }: { apiUrl: string; tokenMode: TokenMode }) {
-  const { data: session, isPending } = authClient.useSession();
+  const { data, error, isPending } = authClient.useSession();
+  // A failed fetch of the session (no answer) is not a sign-out: the user last signed in stays.
+  const user: User | null = data?.user ?? (error && error.status !== 401 ? keptUser() : null);
   const [sync, setSync] = useState<TaskSync | null>(null);
-  const userId = session?.user.id;
+  const userId = user?.id;
+  useEffect(() => {
+    if (data) localStorage.setItem(userKey, JSON.stringify({ id: data.user.id, email: data.user.email }));
+  }, [data]);
+  // public/sw.js keeps the app itself, so that a reload while offline shows it. Production builds only:
+  // under `next dev` a kept copy would only get in the way.
+  useEffect(() => {
+    if (process.env.NODE_ENV !== "production" || !("serviceWorker" in navigator)) return;
+    navigator.serviceWorker.register("/sw.js").catch((e) => console.warn("service worker not registered:", e));
+  }, []);
   useEffect(() => {
     if (!userId) return;
     const s = taskSync(taskapi(apiUrl, tokenMode), userId);
@@ -22,19 +39,20 @@ export default function TodoApp({ apiUrl, tokenMode }: { apiUrl: string; tokenMo
   }, [apiUrl, tokenMode, userId]);
 
   if (isPending) return <main className="page"><p className="muted">Loading…</p></main>;
-  if (!session) return <SignIn />;
+  if (!user) return <SignIn />;
   return (
     <main className="page">
       <header className="top">
         <h1>Tasks</h1>
         {sync && <SyncStatus sync={sync} />}
         <span className="who">
-          <span>Signed in as <strong>{session.user.email}</strong></span>
+          <span>Signed in as <strong>{user.email}</strong></span>
           <button
             className="link"
             onClick={() => {
               forgetToken();
-              authClient.signOut().finally(() => forgetList(session.user.id));
+              localStorage.removeItem(userKey);
+              authClient.signOut().finally(() => forgetList(user.id));
             }}
           >
             Sign out
