@@ -51,9 +51,10 @@ const takePositionCTE = `, pos AS (
     RETURNING last, swept_through, 1 AS taken
 )`
 
-// trimCTE deletes the change that falls below the horizon pos moved up.
+// trimCTE deletes the changes at or below the horizon pos moved up: the one
+// the move passed, and any the sweep or an earlier release left there.
 const trimCTE = `, trim AS (
-    DELETE FROM task_changes WHERE user_id = $1 AND position = (SELECT swept_through FROM pos)
+    DELETE FROM task_changes WHERE user_id = $1 AND position <= (SELECT swept_through FROM pos)
 )`
 
 // recordCreatedCTE and recordUpdatedCTE record the task that the CTE t
@@ -133,10 +134,15 @@ const changeBoundsSQL = `SELECT coalesce(max(last), 0), coalesce(max(swept_throu
 
 // sweepChangesSQL deletes up to $1 changes older than $2 seconds, of every
 // user, and moves each user's horizon up to the highest position of theirs
-// it deleted.
+// it deleted. It skips, until its next run, the users whose lock a write
+// holds (serializeUserCTE): a write takes that lock before the rows the
+// sweep would lock, and the other way round the two would deadlock.
 const sweepChangesSQL = `WITH swept AS (
     DELETE FROM task_changes WHERE (user_id, position) IN (
-        SELECT user_id, position FROM task_changes WHERE changed_at < now() - make_interval(secs => $2) ORDER BY changed_at LIMIT $1)
+        SELECT user_id, position FROM task_changes
+         WHERE changed_at < now() - make_interval(secs => $2)
+           AND pg_try_advisory_xact_lock(` + serializeLockSpace + `, hashtext(user_id))
+         ORDER BY changed_at LIMIT $1)
     RETURNING user_id, position
 ), horizon AS (
     UPDATE change_positions AS p SET swept_through = greatest(p.swept_through, s.top)

@@ -578,6 +578,13 @@ func (h *eventHub) hear(ctx context.Context, conn *pgx.Conn) error {
 		go func() {
 			select {
 			case <-h.notify:
+				if wctx.Err() != nil {
+					// The wait had ended already: leave the poke for the next.
+					select {
+					case h.notify <- struct{}{}:
+					default:
+					}
+				}
 				cancel()
 			case <-wctx.Done():
 			}

@@ -455,3 +455,97 @@ func TestPageBudget(t *testing.T) {
 		t.Error("a stream whose client left got a page, want a refusal")
 	}
 }
+
+// TestSweepRacingWritesNeverDeadlocks races the sweep of the history
+// against writes that trim the same users' history: the sweep skips users
+// whose lock a write holds, so no write fails with a deadlock (a 500).
+func TestSweepRacingWritesNeverDeadlocks(t *testing.T) {
+	t.Parallel()
+	db, _ := newTestDB(t, func(c *dbConfig) { c.MaxOpenConns, c.MaxIdleConns = 12, 12 })
+	store := NewStore(db, 10*time.Second, testTaskQuota)
+	ctx := context.Background()
+	type userTask struct {
+		u  User
+		id string
+	}
+	var tasks []userTask
+	for i := range 10 {
+		u := User{ID: fmt.Sprintf("racer%d", i)}
+		for range 10 {
+			task, err := store.CreateTask(ctx, u, NewTask{Title: "t", Priority: "low"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tasks = append(tasks, userTask{u, task.ID})
+		}
+	}
+	var (
+		mu     sync.Mutex
+		errs   []error
+		wg     sync.WaitGroup
+		writes int
+	)
+	failed := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
+	until := time.Now().Add(3 * time.Second) // a time of racing, on any machine
+	for g := range 4 {
+		wg.Go(func() {
+			title := "patched"
+			for i := g; time.Now().Before(until); i += 7 {
+				x := tasks[i%len(tasks)]
+				if _, err := store.UpdateTask(ctx, x.u, x.id, TaskPatch{Title: &title}, nil); err != nil {
+					failed(err)
+				}
+				mu.Lock()
+				writes++
+				mu.Unlock()
+			}
+		})
+	}
+	for range 2 {
+		wg.Go(func() {
+			for time.Now().Before(until) {
+				if _, err := store.SweepChanges(ctx, time.Millisecond); err != nil {
+					failed(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Errorf("%d of %d writes and the sweeps racing them failed, want none; the first: %v", len(errs), writes, errs[0])
+	}
+}
+
+// TestReloadHasAnID checks that a reload always carries an id, 0 for a
+// user with no history: EventSource keeps the last id it saw, and without
+// one the client would resume from its stale position again and again.
+func TestReloadHasAnID(t *testing.T) {
+	t.Parallel()
+	e := newLiveEnv(t, testEventsConfig())
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	fmt.Fprintf(conn, "GET /api/me/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nLast-Event-ID: 5\r\n\r\n", e.token("fresh"))
+	br := bufio.NewReader(conn)
+	var prev string
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("no reload before %v, want one for a position the user never had", err)
+		}
+		if strings.HasPrefix(line, "event: reload") {
+			if prev != "id: 0\n" {
+				t.Errorf("reload after %q, want it after \"id: 0\"", prev)
+			}
+			return
+		}
+		prev = line
+	}
+}
