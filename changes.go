@@ -157,14 +157,16 @@ SELECT count(*) FROM swept`
 const notifySQL = `SELECT count(pg_notify('` + changesChannel + `', p)) FROM unnest($1::text[]) AS p`
 
 // pollChangedSQL is the safety net's one statement: which of the users $2
-// have a change written by a transaction whose id is $1 or higher, and the
-// lowest id of a transaction not yet finished in this statement's snapshot,
-// from which the next poll asks. Every transaction below it has committed
+// have a change written by a transaction whose id is $1 or higher, with the
+// highest position of each, and the lowest id of a transaction not yet
+// finished in this statement's snapshot, from which the next poll asks. Every transaction below it has committed
 // or aborted, and what committed is in the snapshot: a change that commits
 // after the poll, whatever its position or the order of commits across
 // users, has a transaction id at or above it, and the next poll finds it.
 const pollChangedSQL = `SELECT pg_snapshot_xmin(pg_current_snapshot())::text,
-       ARRAY(SELECT DISTINCT user_id FROM task_changes WHERE txid >= $1::text::xid8 AND user_id = ANY ($2::text[]))`
+       coalesce(array_agg(user_id), '{}'), coalesce(array_agg(top::text), '{}')
+  FROM (SELECT user_id, max(position) AS top FROM task_changes
+         WHERE txid >= $1::text::xid8 AND user_id = ANY ($2::text[]) GROUP BY user_id) AS changed`
 
 // Change events.
 const (
@@ -311,15 +313,22 @@ func (s *Store) SweepChanges(ctx context.Context, retention time.Duration) (int6
 }
 
 // PollChanged returns which of users have a change from a transaction
-// whose id is since or higher, and the watermark to ask from next time
-// (pollChangedSQL).
-func (s *Store) PollChanged(ctx context.Context, since string, users []string) (changed []string, next uint64, err error) {
-	var x string
+// whose id is since or higher, with the highest position of each, and the
+// watermark to ask from next time (pollChangedSQL).
+func (s *Store) PollChanged(ctx context.Context, since string, users []string) (changed map[string]int64, next uint64, err error) {
+	var (
+		x         string
+		ids, tops []string
+	)
 	err = s.db.withConn(ctx, func(c stmtConn) error {
-		return c.QueryRow(pollChangedSQL, since, users).Scan(&x, (*textArray)(&changed))
+		return c.QueryRow(pollChangedSQL, since, users).Scan(&x, (*textArray)(&ids), (*textArray)(&tops))
 	})
 	if err == nil {
 		next, err = strconv.ParseUint(x, 10, 64)
+	}
+	changed = make(map[string]int64, len(ids))
+	for i := 0; err == nil && i < len(ids) && i < len(tops); i++ {
+		changed[ids[i]], err = strconv.ParseInt(tops[i], 10, 64)
 	}
 	if err != nil {
 		return nil, 0, dbError("poll changes", err)

@@ -131,6 +131,11 @@ type userStreams struct {
 	// streams that ask for it before the next one.
 	heard uint64
 	read  *sharedRead // the latest read, perhaps still running
+	// polled is the highest position of the user the poll has seen: a
+	// poll wakes the user's streams only past it. The poll's watermark
+	// stays below any transaction still open on the database, so it sees
+	// the same changes again while one is.
+	polled int64
 }
 
 // sharedRead is one read of a user's history, made once for every stream of
@@ -504,8 +509,13 @@ func (h *eventHub) poll(ctx context.Context) error {
 		return err
 	}
 	h.polls.Add(1)
-	for _, u := range changed {
-		h.wakeUser(u)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for u, top := range changed {
+		if us := h.users[u]; us != nil && top > us.polled {
+			us.polled = top
+			us.wake()
+		}
 	}
 	return nil
 }

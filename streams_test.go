@@ -549,3 +549,38 @@ func TestReloadHasAnID(t *testing.T) {
 		prev = line
 	}
 }
+
+// TestPollIgnoresWhatItSawWhileATransactionIsOpen checks that while a
+// transaction anywhere on the database holds the poll's watermark back, so
+// that each poll sees the same changes again, the poll wakes no stream for
+// changes it already saw: it costs one statement an interval, not a history
+// read per user too.
+func TestPollIgnoresWhatItSawWhileATransactionIsOpen(t *testing.T) {
+	t.Parallel()
+	cfg := testEventsConfig()
+	cfg.PollInterval, cfg.PollFallback = 100*time.Millisecond, 100*time.Millisecond
+	e := newLiveEnv(t, cfg)
+	tok := e.token("pinned")
+	s := openStream(t, e.srv.URL, "/api/me/events", tok, nil)
+	ctx := context.Background()
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	var xid string
+	if err := tx.QueryRow(`SELECT pg_current_xact_id()::text`).Scan(&xid); err != nil { // idle in transaction, with an id
+		t.Fatal(err)
+	}
+	createTask(t, e.testEnv, tok, `{"title":"one write"}`)
+	s.next()
+	// Polls go on, each seeing the write again; after the first of them
+	// that saw it, none reads the history.
+	polls := e.hub.polls.Load()
+	waitFor(t, func() bool { return e.hub.polls.Load() >= polls+2 })
+	reads, polls := e.hub.reads.Load(), e.hub.polls.Load()
+	waitFor(t, func() bool { return e.hub.polls.Load() >= polls+5 })
+	if n := e.hub.reads.Load() - reads; n != 0 {
+		t.Errorf("%d history reads in 5 polls after the one write, with transaction %s open; want none", n, xid)
+	}
+}
