@@ -123,7 +123,7 @@ function SyncStatus({ sync }: { sync: TaskSync }) {
         ? "All changes saved"
         : "";
   return (
-    <span role="status" aria-label="Sync status" className={`sync ${s.online ? "" : "offline"}`}>
+    <span role="status" aria-label="Sync status" className={`sync ${!s.online || s.conflicts.length ? "attention" : ""}`}>
       {text}
     </span>
   );
