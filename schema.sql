@@ -188,13 +188,19 @@ CREATE TABLE IF NOT EXISTS change_positions (
 -- position of theirs, or the old global horizon, whichever is higher, with
 -- the horizon as their swept_through. A client's position from before the
 -- upgrade therefore resumes as it did, or gets reload if it was older than
--- the horizon. The sequence is gone once this has run.
+-- the horizon. The sequence no longer numbers changes once this has run
+-- (the column has no default), but it stays, so that instances of that
+-- release still running during a rolling deploy read its last value and
+-- answer reload where they cannot resume, not a 500; and if one boots
+-- again, its own schema finds everything it creates already there. The
+-- next release may drop it.
 ALTER TABLE task_changes ADD COLUMN IF NOT EXISTS txid xid8 NOT NULL DEFAULT pg_current_xact_id();
 DO $$
 DECLARE
     horizon bigint;
 BEGIN
-    IF to_regclass('task_changes_position_seq') IS NOT NULL THEN
+    IF EXISTS (SELECT FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+                WHERE d.adrelid = 'task_changes'::regclass AND a.attname = 'position') THEN
         horizon := coalesce((SELECT swept_through FROM task_changes_horizon), 0);
         INSERT INTO change_positions (user_id, last, swept_through)
         SELECT user_id, greatest(max(position), horizon), horizon FROM task_changes GROUP BY user_id
@@ -206,7 +212,6 @@ BEGIN
         ALTER TABLE task_changes DROP CONSTRAINT task_changes_pkey;
         ALTER TABLE task_changes ADD PRIMARY KEY (user_id, position);
         DROP INDEX IF EXISTS task_changes_user_idx;
-        DROP SEQUENCE task_changes_position_seq;
     END IF;
 END
 $$;
