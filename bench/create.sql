@@ -19,7 +19,7 @@ RETURNING id, title, description, completed, priority, due_date, tags, created_a
        SET last = p.last + 1, swept_through = greatest(p.swept_through, p.last + 1 - 1000)
     RETURNING last, swept_through, 1 AS taken
 ), trim AS (
-    DELETE FROM task_changes WHERE user_id = :u AND position = (SELECT swept_through FROM pos)
+    DELETE FROM task_changes WHERE user_id = :u AND position <= (SELECT swept_through FROM pos)
 ), c AS (
     INSERT INTO task_changes (user_id, position, event, id, title, description, completed, priority, due_date, tags, created_at, updated_at, version)
     SELECT :u, pos.last, 'task.created', id, title, description, completed, priority, due_date, tags, created_at, updated_at, version FROM t, pos
