@@ -52,7 +52,7 @@ CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$work/taskapi" .
 secret=$(openssl rand -hex 32)
 start() { # start NAME PORT: an instance, ready
   PORT=$2 HOST=127.0.0.1 DATABASE_URL=$db BETTER_AUTH_SECRET=$secret RATE_LIMIT=0 SHUTDOWN_DRAIN=0 \
-    EVENTS_MAX_STREAMS=$((STREAMS + 1000)) HTTP_MAX_CONNS=$((STREAMS + 2000)) TASK_QUOTA=1000000 \
+    EVENTS_MAX_STREAMS=$((STREAMS + 1000)) HTTP_MAX_CONNS=$((STREAMS * 4 / 3 + 2000)) TASK_QUOTA=1000000 \
     "$work/taskapi" >"$work/$1.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$2/readyz" >/dev/null 2>&1 && return; sleep 0.1; done
