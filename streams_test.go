@@ -24,12 +24,20 @@ import (
 // connection of its own, which the caller reads and closes.
 func rawStream(t *testing.T, base, path, proto, token string) net.Conn {
 	t.Helper()
+	return rawRequest(t, base, "GET "+path+" "+proto, token, "")
+}
+
+// rawRequest sends the request line, the token and the extra header lines
+// (each ending in CRLF) on a connection of its own, which the caller reads
+// and closes; it is closed when the test ends.
+func rawRequest(t *testing.T, base, line, token, extra string) net.Conn {
+	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	fmt.Fprintf(conn, "GET %s %s\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", path, proto, token)
+	fmt.Fprintf(conn, "%s\r\nHost: x\r\nAuthorization: Bearer %s\r\n%s\r\n", line, token, extra)
 	return conn
 }
 
@@ -155,14 +163,9 @@ func TestEventsReplayEndsInTime(t *testing.T) {
 func TestEventsHead(t *testing.T) {
 	t.Parallel()
 	e := newLiveEnv(t, testEventsConfig())
-	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := rawRequest(t, e.srv.URL, "HEAD /api/me/events HTTP/1.1", e.token("header"), "")
 	conn.SetDeadline(time.Now().Add(15 * time.Second))
 	br := bufio.NewReader(conn)
-	fmt.Fprintf(conn, "HEAD /api/me/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", e.token("header"))
 	resp, err := http.ReadResponse(br, &http.Request{Method: "HEAD"})
 	if err != nil {
 		t.Fatalf("HEAD /api/me/events: %v, want an answer", err)
@@ -526,13 +529,8 @@ func TestSweepRacingWritesNeverDeadlocks(t *testing.T) {
 func TestReloadHasAnID(t *testing.T) {
 	t.Parallel()
 	e := newLiveEnv(t, testEventsConfig())
-	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := rawRequest(t, e.srv.URL, "GET /api/me/events HTTP/1.1", e.token("fresh"), "Last-Event-ID: 5\r\n")
 	conn.SetReadDeadline(time.Now().Add(15 * time.Second))
-	fmt.Fprintf(conn, "GET /api/me/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nLast-Event-ID: 5\r\n\r\n", e.token("fresh"))
 	br := bufio.NewReader(conn)
 	var prev string
 	for {
