@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -101,12 +102,14 @@ func handleEvents(logger *slog.Logger, live *eventHub) http.Handler {
 			st.last = since
 			st.reload = since < swept || since > last
 		}
-		out, ctx, err := hijackStream(w, r, live.cfg.WriteTimeout)
+		out, spoke, err := hijackStream(w, r, live.cfg.WriteTimeout)
 		if err != nil {
 			live.unsubscribe(u.ID, sub)
 			writeError(w, r, logger, err)
 			return
 		}
+		st.spoke = spoke
+		live.attach(sub, out.conn)
 		go func() {
 			// A panic here is outside net/http's and recoverPanics' reach:
 			// it would end the process.
@@ -115,7 +118,7 @@ func handleEvents(logger *slog.Logger, live *eventHub) http.Handler {
 					logger.Error("event stream panicked", "request_id", st.requestID, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 				}
 			}()
-			st.run(ctx, out)
+			st.run(out)
 		}()
 	})
 }
@@ -134,18 +137,29 @@ type stream struct {
 	latest int64 // the user's last position when last read: where a reload resumes
 	resume bool  // replay the changes after last first
 	reload bool  // the position asked for cannot be resumed from: send reload and end
+	spoke  bool  // the client sent more than its request: the stream ends at once
 
 	end streamEnd // why it ended, for /metrics: endClient unless set
 }
 
-// run sends the stream's events until ctx ends (the client left), the
-// authorization expires, the hub closes, or the stream ends itself; then it
-// closes out, logs the stream's end (the request's line was logged when it
-// began), and unsubscribes: the hub counts the stream until its connection
-// is closed.
-func (st *stream) run(ctx context.Context, out *sseWriter) {
+// run sends the stream's events until the client leaves or sends
+// anything, the authorization expires, the hub closes, or the stream ends
+// itself; then it closes out, logs the stream's end (the request's line was
+// logged when it began), and unsubscribes: the hub counts the stream until
+// its connection is closed.
+//
+// A stream is one goroutine, and between events it waits in a read of its
+// client's connection. A client of a stream has nothing more to say, so
+// the read returns only when the client leaves or speaks, either of which
+// ends the stream, or at the read's deadline: the next heartbeat, the end
+// of the authorization, or at once when the hub pokes the stream
+// (subscription.poke moves the deadline to the past). No other goroutine,
+// timer or channel waits for the stream: an idle stream costs its
+// connection, a small stack and a few hundred bytes.
+func (st *stream) run(out *sseWriter) {
 	defer st.live.unsubscribe(st.userID, st.sub)
 	defer out.close()
+	ctx := st.live.ctx
 	began := time.Now()
 	defer func() {
 		st.live.stats.ended[st.end].Add(1)
@@ -155,7 +169,7 @@ func (st *stream) run(ctx context.Context, out *sseWriter) {
 			slog.String("request_id", st.requestID),
 		)
 	}()
-	if out.comment("connected") != nil {
+	if out.comment("connected") != nil || st.spoke {
 		return
 	}
 	if st.reload {
@@ -167,28 +181,35 @@ func (st *stream) run(ctx context.Context, out *sseWriter) {
 		return
 	}
 
-	heartbeat := time.NewTicker(st.live.cfg.Heartbeat)
-	defer heartbeat.Stop()
-	expiry := time.NewTimer(time.Until(st.until))
-	defer expiry.Stop()
+	beat := time.Now().Add(st.live.cfg.Heartbeat)
+	var b [1]byte
 	for {
-		select {
-		case <-ctx.Done():
+		// poke sets woken before it moves the deadline: a wake-up taken
+		// here came before the deadline set here, and one that comes
+		// after moves it again.
+		wait := beat
+		if st.until.Before(wait) {
+			wait = st.until
+		}
+		out.conn.SetReadDeadline(wait)
+		woken := st.sub.woken.Swap(false)
+		if !woken {
+			if _, err := out.conn.Read(b[:]); !errors.Is(err, os.ErrDeadlineExceeded) {
+				return // the client left, or spoke
+			}
+			woken = st.sub.woken.Swap(false)
+		}
+		if st.over() {
 			return
-		case <-st.live.done:
-			st.end = endShutdown
+		}
+		if woken && !st.catchUp(ctx, out, true) {
 			return
-		case <-expiry.C:
-			st.end = endExpired
-			return // the client reconnects, with a new token, and Last-Event-ID
-		case <-heartbeat.C:
+		}
+		if now := time.Now(); !now.Before(beat) {
 			if out.comment("ping") != nil {
 				return
 			}
-		case <-st.sub.wake:
-			if !st.catchUp(ctx, out, true) {
-				return
-			}
+			beat = now.Add(st.live.cfg.Heartbeat)
 		}
 	}
 }
@@ -248,7 +269,7 @@ func (st *stream) send(ctx context.Context, out *sseWriter, page changePage) boo
 		if c.Position <= st.last {
 			continue
 		}
-		if st.over(ctx) || out.encoded(page.frames[i]) != nil {
+		if st.over() || out.encoded(page.frames[i]) != nil {
 			return false
 		}
 		st.sent++
@@ -262,20 +283,21 @@ func (st *stream) send(ctx context.Context, out *sseWriter, page changePage) boo
 	return true
 }
 
-// over reports whether the stream must end: the client left, the
-// authorization expired, or the instance is shutting down.
-func (st *stream) over(ctx context.Context) bool {
+// over reports whether the stream must end: the authorization expired, or
+// the instance is shutting down. A client that left is found by the next
+// write, which fails.
+func (st *stream) over() bool {
 	select {
 	case <-st.live.done:
 		st.end = endShutdown
 		return true
 	default:
 	}
-	if ctx.Err() == nil && !time.Now().Before(st.until) {
+	if !time.Now().Before(st.until) {
 		st.end = endExpired
 		return true
 	}
-	return ctx.Err() != nil
+	return false
 }
 
 // sendReload tells the client to fetch its list again and resume from the
@@ -297,15 +319,14 @@ func jittered(d time.Duration) time.Duration {
 // HTTP/1.0. net/http keeps, for each connection it serves, buffers of
 // several kilobytes, a goroutine that reads ahead, and the handler's
 // goroutine, deep in the middleware: most of an idle stream's memory. A
-// taken-over stream has a goroutine that writes, with a shallow stack, one
-// that waits for the client to leave, and borrows a buffer for each write.
-// The returned context ends when the client closes the connection or sends
-// anything: the request has been read, and a client of a stream has nothing
-// more to say (a pipelined request would never be answered).
-func hijackStream(w http.ResponseWriter, r *http.Request, writeTimeout time.Duration) (out *sseWriter, ctx context.Context, err error) {
+// taken-over stream is one goroutine with a shallow stack (stream.run),
+// which borrows a buffer for each write. spoke reports that the client sent
+// more than its request already: a client of a stream has nothing more to
+// say, and a pipelined request would never be answered.
+func hijackStream(w http.ResponseWriter, r *http.Request, writeTimeout time.Duration) (out *sseWriter, spoke bool, err error) {
 	conn, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		return nil, nil, fmt.Errorf("take the stream's connection over: %w", err)
+		return nil, false, fmt.Errorf("take the stream's connection over: %w", err)
 	}
 	// The kernel would let up to megabytes queue for a client that stops
 	// reading before a write waits: a small send buffer lets such a
@@ -333,17 +354,7 @@ func hijackStream(w http.ResponseWriter, r *http.Request, writeTimeout time.Dura
 	b = appendHeader(b, h)
 	b = append(b, "\r\n"...)
 	out.send(b)
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	if rw.Reader.Buffered() > 0 {
-		cancel() // the client sent more than its request
-		return out, ctx, nil
-	}
-	go func() {
-		defer cancel()
-		var b [1]byte
-		conn.Read(b[:]) // returns once the client sends a byte, or leaves
-	}()
-	return out, ctx, nil
+	return out, rw.Reader.Buffered() > 0, nil
 }
 
 // appendHeader appends h in wire format, each line ending in CRLF.

@@ -24,6 +24,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -110,11 +111,16 @@ type eventHub struct {
 	stats     streamMetrics // what the streams did, for /metrics
 	done      chan struct{} // closed by close: every stream ends
 	closeOnce sync.Once
+	// ctx is the streams' context for what they read: it ends with close.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
-// subscription is one open stream's place in the hub.
+// subscription is one open stream's place in the hub. The stream waits in
+// a read of its client's connection (stream.run), which poke interrupts.
 type subscription struct {
-	wake chan struct{} // capacity 1
+	woken atomic.Bool // set by poke, taken by the stream
+	conn  net.Conn    // the client's connection, from attach; under the hub's lock
 }
 
 // userStreams is one user's streams on this instance, and the history read
@@ -147,9 +153,10 @@ type sharedRead struct {
 // hearing of changes (see start). The caller wires store's OnChange to the
 // hub's changed.
 func newEventHub(cfg eventsConfig, store *Store) *eventHub {
+	ctx, cancel := context.WithCancel(context.Background())
 	return &eventHub{cfg: cfg, store: store, instance: strings.ToLower(rand.Text()[:16]),
 		users: map[string]*userStreams{}, pending: map[string]struct{}{}, notify: make(chan struct{}, 1),
-		pages: make(chan struct{}, maxPagesInFlight), done: make(chan struct{})}
+		pages: make(chan struct{}, maxPagesInFlight), done: make(chan struct{}), ctx: ctx, cancel: cancel}
 }
 
 // subscribe registers a stream of userID, or returns errTooManyStreams, or
@@ -172,7 +179,7 @@ func (h *eventHub) subscribe(userID string) (*subscription, error) {
 		us = &userStreams{subs: map[*subscription]struct{}{}}
 		h.users[userID] = us
 	}
-	s := &subscription{wake: make(chan struct{}, 1)}
+	s := &subscription{}
 	us.subs[s] = struct{}{}
 	h.total++
 	h.running.Add(1)
@@ -324,22 +331,41 @@ func (h *eventHub) takePage(ctx context.Context, until time.Time) bool {
 // givePage gives back the room takePage took.
 func (h *eventHub) givePage() { <-h.pages }
 
-// poke leaves a wake-up unless one is pending already.
+// attach gives s the connection its stream waits on, so that poke can
+// interrupt the wait.
+func (h *eventHub) attach(s *subscription, conn net.Conn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s.conn = conn
+}
+
+// poke leaves a wake-up, which stands for any number of them, and
+// interrupts the stream's wait by moving its read deadline to the past.
+// The hub's lock is held.
 func (s *subscription) poke() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	s.woken.Store(true)
+	if s.conn != nil {
+		s.conn.SetReadDeadline(longAgo)
 	}
 }
+
+// longAgo is a deadline that has passed.
+var longAgo = time.Unix(1, 0)
 
 // close ends every stream and the listener, at shutdown: streams would
 // otherwise hold their connections until the shutdown timeout. Clients
 // reconnect, with Last-Event-ID, to another instance.
 func (h *eventHub) close() {
-	h.mu.Lock()
-	h.closed = true
-	h.mu.Unlock()
 	h.closeOnce.Do(func() { close(h.done) })
+	h.cancel()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for _, us := range h.users {
+		for s := range us.subs {
+			s.poke()
+		}
+	}
 }
 
 // closeAndWait closes the hub and waits for every stream to end, those
