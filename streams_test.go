@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -580,5 +581,51 @@ func TestPollIgnoresWhatItSawWhileATransactionIsOpen(t *testing.T) {
 	waitFor(t, func() bool { return e.hub.polls.Load() >= polls+5 })
 	if n := e.hub.reads.Load() - reads; n != 0 {
 		t.Errorf("%d history reads in 5 polls after the one write, with transaction %s open; want none", n, xid)
+	}
+}
+
+// TestIdleStreamIsOneGoroutine checks that an open stream that waits costs
+// one goroutine: it waits in a read of its connection, and nothing else
+// waits for it (no goroutine watching for the client to leave, and none of
+// net/http's). At 10,000 streams a second goroutine's stack was a third of
+// the instance's memory. The test is not parallel, so that the goroutines
+// it counts are its own.
+func TestIdleStreamIsOneGoroutine(t *testing.T) {
+	const streams = 50
+	e := newLiveEnv(t, testEventsConfig())
+	// streamGoroutines counts the goroutines running code of the stream
+	// route or the HTTP server.
+	streamGoroutines := func() int {
+		buf := make([]byte, 1<<20)
+		for {
+			n := runtime.Stack(buf, true)
+			if n < len(buf) {
+				buf = buf[:n]
+				break
+			}
+			buf = make([]byte, 2*len(buf))
+		}
+		count := 0
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "/events.go:") || strings.Contains(g, "net/http.(*conn).serve") {
+				count++
+			}
+		}
+		return count
+	}
+	before := streamGoroutines()
+	for i := range streams {
+		rawStream(t, e.srv.URL, "/api/me/events", "HTTP/1.1", e.token(fmt.Sprintf("idle-%d", i)))
+	}
+	waitFor(t, func() bool { return e.hub.count("") == streams })
+	// A stream counts from subscribe, before net/http's goroutine returns:
+	// wait for the goroutines to settle at what they cost.
+	want := before + streams
+	got := streamGoroutines()
+	for deadline := time.Now().Add(10 * time.Second); got > want && time.Now().Before(deadline); got = streamGoroutines() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got > want {
+		t.Fatalf("%d goroutines of streams and connections for %d idle streams, want one a stream", got-before, streams)
 	}
 }
