@@ -1,7 +1,9 @@
 // This file is the Store: the task and account types, the store's errors,
 // and the statements that read and write tasks and accounts. Lists are in
 // list.go, the history of changes in changes.go, Idempotency-Keys in
-// idempotency.go, the pool and the schema in db.go.
+// idempotency.go, the pool and the schema in db.go. Every statement is
+// written out whole in testdata/sql (TestSQLGolden). Next: schema.sql, the
+// tables they read and write.
 
 package main
 
