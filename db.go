@@ -1,7 +1,8 @@
 // This file opens the database: the connection pool, the schema applied at
-// boot, the secrets every instance shares, and the mapping of database
-// errors to the store's. How the store bounds each call in time is in
-// conndeadline.go.
+// boot, the secrets every instance shares, and the count of statements
+// that ran into a time limit. How the store bounds each call in time is in
+// conndeadline.go; which database errors become which of the store's, in
+// store.go (dbError).
 
 package main
 
@@ -10,16 +11,15 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
-	"database/sql/driver"
 	_ "embed"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -252,48 +252,27 @@ func serverKey(ctx context.Context, db *sql.DB, name string) ([]byte, error) {
 	return key, nil
 }
 
-// dbError maps a database error to the store's errors, wrapping it with the
-// operation: no row is ErrNotFound; a lost, refused or timed-out connection
-// is ErrUnavailable; a violated constraint is ErrRejected.
-func dbError(op string, err error) error {
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return ErrNotFound
-	case isUnavailable(err):
-		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "23514", // check_violation
-			"22021", // character_not_in_repertoire (NUL, bad encoding)
-			"22001", // string_data_right_truncation
-			"22P05": // untranslatable_character
-			return fmt.Errorf("%s: %w: %w", op, ErrRejected, err)
-		}
-	}
-	return fmt.Errorf("%s: %w", op, err)
+// statementTimeouts counts statements that ran into a time limit: the
+// server's statement_timeout, or the store's own deadline on the socket.
+type statementTimeouts struct {
+	server, client atomic.Uint64
 }
 
-// isUnavailable reports whether err means the database cannot serve right
-// now, as opposed to a fault in the statement.
-func isUnavailable(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return strings.HasPrefix(pgErr.Code, "08") || // connection exception
-			pgErr.Code == "53300" || // too_many_connections
-			pgErr.Code == "57P01" || // admin_shutdown
-			pgErr.Code == "57P02" || // crash_shutdown
-			pgErr.Code == "57P03" || // cannot_connect_now (starting up, waking)
-			pgErr.Code == "57014" // query_canceled (statement timeout)
+// count counts err if it is a statement timeout.
+func (t *statementTimeouts) count(err error) {
+	if err == nil {
+		return
 	}
-	var connectErr *pgconn.ConnectError
-	var netErr net.Error
-	return errors.As(err, &connectErr) ||
-		errors.As(err, &netErr) ||
-		errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, driver.ErrBadConn) ||
-		errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, io.EOF) ||
-		pgconn.Timeout(err)
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "57014": // query_canceled
+		t.server.Add(1)
+	case errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err):
+		t.client.Add(1)
+	default:
+		var netErr net.Error
+		if errors.As(err, &netErr) && netErr.Timeout() {
+			t.client.Add(1)
+		}
+	}
 }
