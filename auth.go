@@ -1,6 +1,7 @@
 // This file authenticates requests: the bearer-token middleware, and the
 // verification of tokens signed with the shared secret (HS256) or with a key
-// from the JWKS (jwks.go).
+// from the JWKS (jwks.go). The user it finds is what every store call is
+// scoped by: next, store.go.
 
 package main
 

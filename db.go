@@ -1,6 +1,8 @@
 // This file opens the database: the connection pool, the schema applied at
-// boot, the secrets every instance shares, the time limit of a statement,
-// and the mapping of database errors to the store's.
+// boot, the secrets every instance shares, and the count of statements
+// that ran into a time limit. How the store bounds each call in time is in
+// conndeadline.go; which database errors become which of the store's, in
+// store.go (dbError).
 
 package main
 
@@ -9,17 +11,15 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
-	"database/sql/driver"
 	_ "embed"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -252,204 +252,27 @@ func serverKey(ctx context.Context, db *sql.DB, name string) ([]byte, error) {
 	return key, nil
 }
 
-// A statement's time limit. The usual way to bound a statement is a context
-// with a deadline, but database/sql starts a goroutine for every query whose
-// context can end, to watch it, and pgx registers a callback on it: under
-// load, gets served about 7% more requests without them, and the slowest
-// answers took half as long (README, Performance). So the store bounds the
-// statements of a call in two parts, to the same deadline: the wait for a
-// pooled connection by a context, which costs neither (one context serves
-// the waits that begin within 10 ms), and the statements by a deadline on
-// the connection's socket. A read past it fails, and the driver closes the
-// connection, which is what it does when a context ends mid-statement too.
-// The statements themselves get a context that never ends.
-
-// stmtConn is a pooled connection taken for the statements of one call of
-// the store, with a deadline on its socket.
-type stmtConn struct {
-	conn    *sql.Conn
-	ctx     context.Context // the caller's values; never ends
-	started *int            // statements begun on it
+// statementTimeouts counts statements that ran into a time limit: the
+// server's statement_timeout, or the store's own deadline on the socket.
+type statementTimeouts struct {
+	server, client atomic.Uint64
 }
 
-func (c stmtConn) QueryRow(query string, args ...any) *sql.Row {
-	*c.started++
-	return c.conn.QueryRowContext(c.ctx, query, args...)
-}
-
-func (c stmtConn) Query(query string, args ...any) (*sql.Rows, error) {
-	*c.started++
-	return c.conn.QueryContext(c.ctx, query, args...)
-}
-
-func (c stmtConn) Exec(query string, args ...any) (sql.Result, error) {
-	*c.started++
-	return c.conn.ExecContext(c.ctx, query, args...)
-}
-
-// boundedDB runs the statements of each call of the store on a pooled
-// connection, within a time limit per call.
-type boundedDB struct {
-	pool     *sql.DB
-	waits    sharedDeadlines   // the time limit of each call, from its start
-	timeouts statementTimeouts // calls that hit it, for /metrics
-}
-
-func newBoundedDB(pool *sql.DB, timeout time.Duration) *boundedDB {
-	return &boundedDB{pool: pool, waits: sharedDeadlines{timeout: timeout}}
-}
-
-// maxConnTries is how many pooled connections withConn tries when the
-// driver finds one broken before anything is sent on it
-// (driver.ErrBadConn); database/sql tries as many for a statement run on
-// the pool itself.
-const maxConnTries = 3
-
-// withConn calls f with a pooled connection on which f's statements must
-// finish within the timeout (at most deadlineSlack more) from now, the wait
-// for the connection included; past it, they fail with an error
-// isUnavailable knows. A client that goes away does not end them: stopping
-// a statement midway costs the connection, and finishing one that takes
-// milliseconds is cheaper than a new connection for the next request
-// (TestCancelledRequestKeepsConnection). When f's first statement fails
-// with driver.ErrBadConn, nothing was sent, and withConn calls f again on
-// another connection; a failure after a statement has run is returned as
-// it is, so that no statement runs twice.
-func (b *boundedDB) withConn(ctx context.Context, f func(stmtConn) error) error {
-	ctx = context.WithoutCancel(ctx)
-	wait := b.waits.context(time.Now())
-	deadline, _ := wait.Deadline() // the wait and the statements end together
-	var err error
-	for range maxConnTries {
-		var retry bool
-		if retry, err = b.tryConn(ctx, wait, deadline, f); !retry {
-			b.timeouts.count(err)
-			return err
-		}
+// count counts err if it is a statement timeout.
+func (t *statementTimeouts) count(err error) {
+	if err == nil {
+		return
 	}
-	return err
-}
-
-// tryConn is one try of withConn: it waits for a connection until wait
-// ends, and gives f until deadline. retry is true when f's first statement
-// found the connection broken before sending anything.
-func (b *boundedDB) tryConn(ctx, wait context.Context, deadline time.Time, f func(stmtConn) error) (retry bool, err error) {
-	conn, err := b.pool.Conn(wait)
-	if err != nil {
-		return false, err
-	}
-	defer conn.Close()
-	// A connection that comes at the deadline goes back unused: a
-	// statement begun past it would fail at once, and the driver would
-	// close the connection for it.
-	if !time.Now().Before(deadline) {
-		return false, context.DeadlineExceeded
-	}
-	if err := setDeadline(conn, deadline); err != nil {
-		return false, err
-	}
-	defer clearDeadline(conn)
-	var started int
-	err = f(stmtConn{conn: conn, ctx: ctx, started: &started})
-	return errors.Is(err, driver.ErrBadConn) && started == 1, err
-}
-
-// sharedDeadlines hands out contexts that end timeout (and at most
-// deadlineSlack more) after they are asked for. One context serves every
-// ask within deadlineSlack of its making, so that a wait for a pooled
-// connection costs no context, timer or allocation of its own.
-type sharedDeadlines struct {
-	timeout time.Duration
-	mu      sync.Mutex
-	ctx     context.Context
-	cancel  context.CancelFunc // never called: its own deadline ends ctx
-	renew   time.Time          // asks after it need a new ctx
-}
-
-const deadlineSlack = 10 * time.Millisecond
-
-// context returns a context that ends between timeout and
-// timeout+deadlineSlack after now.
-func (d *sharedDeadlines) context(now time.Time) context.Context {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.ctx == nil || now.After(d.renew) {
-		d.ctx, d.cancel = context.WithDeadline(context.Background(), now.Add(d.timeout+deadlineSlack))
-		d.renew = now.Add(deadlineSlack)
-	}
-	return d.ctx
-}
-
-// setDeadline sets the deadline of conn's socket.
-func setDeadline(conn *sql.Conn, t time.Time) error {
-	return conn.Raw(func(dc any) error {
-		return pgConn(dc).Conn().SetDeadline(t)
-	})
-}
-
-// clearDeadline clears the deadline of conn's socket before conn goes back
-// to the pool. A connection the driver closed (a statement ran past the
-// deadline) is left alone, as the driver says goodbye on it with a deadline
-// of its own, and reported broken, so that the pool drops it now rather
-// than at its next use.
-func clearDeadline(conn *sql.Conn) {
-	conn.Raw(func(dc any) error {
-		pc := pgConn(dc)
-		if pc.IsClosed() {
-			return driver.ErrBadConn
-		}
-		return pc.Conn().SetDeadline(time.Time{})
-	})
-}
-
-// pgConn returns the pgx connection of a database/sql driver connection:
-// the pool is opened with pgx's stdlib (openDB), so it is always one.
-func pgConn(driverConn any) *pgconn.PgConn {
-	return driverConn.(*stdlib.Conn).Conn().PgConn()
-}
-
-// dbError maps a database error to the store's errors, wrapping it with the
-// operation: no row is ErrNotFound; a lost, refused or timed-out connection
-// is ErrUnavailable; a violated constraint is ErrRejected.
-func dbError(op string, err error) error {
+	var pgErr *pgconn.PgError
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return ErrNotFound
-	case isUnavailable(err):
-		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "23514", // check_violation
-			"22021", // character_not_in_repertoire (NUL, bad encoding)
-			"22001", // string_data_right_truncation
-			"22P05": // untranslatable_character
-			return fmt.Errorf("%s: %w: %w", op, ErrRejected, err)
+	case errors.As(err, &pgErr) && pgErr.Code == "57014": // query_canceled
+		t.server.Add(1)
+	case errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err):
+		t.client.Add(1)
+	default:
+		var netErr net.Error
+		if errors.As(err, &netErr) && netErr.Timeout() {
+			t.client.Add(1)
 		}
 	}
-	return fmt.Errorf("%s: %w", op, err)
-}
-
-// isUnavailable reports whether err means the database cannot serve right
-// now, as opposed to a fault in the statement.
-func isUnavailable(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return strings.HasPrefix(pgErr.Code, "08") || // connection exception
-			pgErr.Code == "53300" || // too_many_connections
-			pgErr.Code == "57P01" || // admin_shutdown
-			pgErr.Code == "57P02" || // crash_shutdown
-			pgErr.Code == "57P03" || // cannot_connect_now (starting up, waking)
-			pgErr.Code == "57014" // query_canceled (statement timeout)
-	}
-	var connectErr *pgconn.ConnectError
-	var netErr net.Error
-	return errors.As(err, &connectErr) ||
-		errors.As(err, &netErr) ||
-		errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, driver.ErrBadConn) ||
-		errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, io.EOF) ||
-		pgconn.Timeout(err)
 }

@@ -1,7 +1,9 @@
 // This file encodes tasks and changes as JSON by hand. It replaces
 // encoding/json for the task and list responses, byte for byte
 // (FuzzAppendTask compares the two). What it buys: a list of 20 tasks
-// encodes in 5 µs without allocating, against 27 µs and 52 allocations, and
+// encodes in 5.1 µs without allocating, against 30.8 µs and 52 allocations
+// with encoding/json (go test -run '^$' -bench BenchmarkEncodeTasks . on a
+// 2-core AMD EPYC VM; the times vary with the machine, the ratio less), and
 // a list at 32 connections serves 1.2 times the requests of an
 // encoding/json build (README, Performance). The changes of
 // GET /api/{user_id}/changes and the data of the event stream are written
@@ -29,8 +31,9 @@ func appendTasks(b []byte, tasks []Task) []byte {
 
 // appendTask appends t as JSON, byte for byte what json.Marshal makes of it
 // (FuzzAppendTask checks that), but without reflection: encoding was the
-// largest cost of a list in taskapi's CPU profile, and this is four times
-// faster and allocates nothing (BenchmarkEncodeTasks).
+// largest cost of a list in taskapi's CPU profile, and this is about six
+// times faster and allocates nothing (BenchmarkEncodeTasks; the figures are
+// at the top of this file).
 func appendTask(b []byte, t *Task) []byte {
 	b = append(b, `{"id":`...)
 	b = appendJSONString(b, t.ID)

@@ -1,21 +1,22 @@
 // This file is the HTTP API: the route table, and the handlers of the
-// task, account and health routes, each of which reads the request, calls
-// the store and writes the answer. The handlers of live sync are beside
+// task and account routes, each of which reads the request, calls the
+// store and writes the answer. The handlers of live sync are beside
 // their own machinery: the event stream and /changes in events.go, the
-// stream tickets in ticket.go.
+// stream tickets in ticket.go; /healthz and /readyz are in ready.go. Next:
+// auth.go, how a request's user is known; store.go, what the handlers call.
+// How a request is read is in request.go, how an answer is written in
+// respond.go.
 
 package main
 
 import (
 	_ "embed"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 )
 
 // newServer returns the whole HTTP API: the routes, each with its own
@@ -102,15 +103,6 @@ func routes(logger *slog.Logger, version string, store *Store, verifier *Verifie
 	}
 }
 
-// handleHealthz answers 200 while the process runs, with the version. It
-// touches no database, so a slow database never gets a healthy instance
-// restarted.
-func handleHealthz(version string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": version})
-	})
-}
-
 // openAPIDocument describes every route, parameter, header and schema.
 //
 //go:embed openapi.json
@@ -121,21 +113,6 @@ func handleOpenAPI() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, openAPIDocument)
-	})
-}
-
-// errDraining is the answer of /readyz while the instance shuts down.
-var errDraining = errors.New("draining")
-
-// handleReadyz answers 200 when the database answers within a second, and
-// 503 otherwise, so that a load balancer sends traffic elsewhere.
-func handleReadyz(logger *slog.Logger, store *Store) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := store.Ping(r.Context(), time.Second); err != nil {
-			writeError(w, r, logger, fmt.Errorf("%w: %w", ErrUnavailable, err))
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 }
 

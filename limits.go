@@ -86,3 +86,15 @@ func blankFiller(r rune) bool {
 func validText(s string, max int) bool {
 	return checkText(s, 0, max) == ""
 }
+
+// truncate shortens s to at most n bytes of whole characters, for quoting
+// what a client sent in a message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}

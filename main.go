@@ -7,6 +7,12 @@
 //	taskapi                      serve the API (configured by environment variables)
 //	taskapi token [-sub ID] ...  print an HS256 token for trying the API by hand
 //	taskapi version              print the version
+//
+// This file reads the configuration, opens the database, starts the server
+// and shuts it down (run). To read the code in order, go on with
+// handlers.go, the routes and what each does; auth.go, who the caller is;
+// store.go, the statements that read and write tasks; and schema.sql, the
+// tables they use.
 package main
 
 import (

@@ -13,9 +13,7 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,8 +27,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // latencyBuckets are the upper bounds, in seconds, of the request latency
@@ -149,31 +145,6 @@ func (s *streamMetrics) observeLag(changes []Change) {
 func (s *streamMetrics) lagHistogram() *histogram {
 	s.once.Do(func() { s.lag = newHistogram(lagBuckets) })
 	return s.lag
-}
-
-// statementTimeouts counts statements that ran into a time limit: the
-// server's statement_timeout, or the store's own deadline on the socket.
-type statementTimeouts struct {
-	server, client atomic.Uint64
-}
-
-// count counts err if it is a statement timeout.
-func (t *statementTimeouts) count(err error) {
-	if err == nil {
-		return
-	}
-	var pgErr *pgconn.PgError
-	switch {
-	case errors.As(err, &pgErr) && pgErr.Code == "57014": // query_canceled
-		t.server.Add(1)
-	case errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err):
-		t.client.Add(1)
-	default:
-		var netErr net.Error
-		if errors.As(err, &netErr) && netErr.Timeout() {
-			t.client.Add(1)
-		}
-	}
 }
 
 // metricsSource is everything /metrics reads.

@@ -14,7 +14,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 )
 
@@ -138,27 +137,6 @@ func checkQuery(next http.Handler, logger *slog.Logger) http.Handler {
 					truncate(err.Error(), 100)))
 				return
 			}
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// drainReadiness answers GET /readyz with 503 while draining is set: the
-// instance is shutting down, and a load balancer should send new requests
-// elsewhere. Requests that still come are served, with Connection: close,
-// so that their clients open their next connection elsewhere. Idle
-// connections are left alone: closing one as a client sends on it would
-// fail that request; Shutdown closes them after the drain.
-func drainReadiness(next http.Handler, draining *atomic.Bool, logger *slog.Logger) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !draining.Load() {
-			next.ServeHTTP(w, r)
-			return
-		}
-		w.Header().Set("Connection", "close")
-		if r.URL.Path == "/readyz" {
-			writeError(w, r, logger, errDraining)
-			return
 		}
 		next.ServeHTTP(w, r)
 	})

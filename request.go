@@ -577,18 +577,6 @@ func parseListOptions(q url.Values) (ListOptions, error) {
 	return opts, nil
 }
 
-// truncate shortens s to at most n bytes of whole characters, for quoting
-// what a client sent in a message.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
-}
-
 // validIdempotencyKey accepts 1 to maxIdempotencyKey visible ASCII
 // characters.
 func validIdempotencyKey(key string) bool {

@@ -1,4 +1,8 @@
--- taskapi schema. Applied at every boot, inside one transaction that holds an
+-- taskapi schema: the tables of users, tasks, idempotency keys, server keys
+-- and the history of changes, the indexes every list reads through, and
+-- the upgrades from earlier releases. The statements that use them are in
+-- store.go, list.go, changes.go and idempotency.go, and written out whole in
+-- testdata/sql. Applied at every boot, inside one transaction that holds an
 -- advisory lock, so it must be idempotent: every statement is IF NOT EXISTS,
 -- CREATE OR REPLACE, or ADD COLUMN IF NOT EXISTS. Tables are created in the
 -- first schema of the search_path (public by default), never a named one.
@@ -62,9 +66,10 @@ CREATE INDEX IF NOT EXISTS tasks_user_due_desc_idx ON tasks (user_id, (coalesce(
 CREATE INDEX IF NOT EXISTS tasks_user_priority_idx ON tasks (user_id, (CASE priority WHEN 'low' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END), id);
 
 -- idempotency_keys remembers each create made with an Idempotency-Key for
--- 24 hours: the request (normalized, to compare a retry with) and the task it
--- made. The task's created_at is the row's created_at: both are the time of
--- the one transaction that wrote them.
+-- 24 hours: a hash of the request, to compare a retry with (request_hash,
+-- added below: the request column of the first release is no longer
+-- written), and the task it made. The task's created_at is the row's
+-- created_at: both are the time of the one transaction that wrote them.
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     user_id    text        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     key        text        NOT NULL CHECK (char_length(key) BETWEEN 1 AND 255),
@@ -75,8 +80,8 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 );
 
 -- server_keys holds secrets shared by every instance, made on first boot:
--- "cursor" signs the list cursors, so that a cursor from one instance works
--- on all of them and across restarts.
+-- "cursor" encrypts the list cursors and "events" signs the stream tickets,
+-- so that one made by one instance works on all of them and across restarts.
 CREATE TABLE IF NOT EXISTS server_keys (
     name text  PRIMARY KEY,
     key  bytea NOT NULL

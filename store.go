@@ -1,7 +1,10 @@
-// This file is the Store: the task and account types, the store's errors,
-// and the statements that read and write tasks and accounts. Lists are in
+// This file is the Store: the task and account types, the store's errors
+// (and, at the end, which database errors become which of them), and the
+// statements that read and write tasks and accounts. Lists are in
 // list.go, the history of changes in changes.go, Idempotency-Keys in
-// idempotency.go, the pool and the schema in db.go.
+// idempotency.go, the pool and the schema in db.go. Every statement is
+// written out whole in testdata/sql (TestSQLGolden). Next: schema.sql, the
+// tables they read and write.
 
 package main
 
@@ -9,9 +12,16 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Errors the store returns. Callers test for them with errors.Is; the
@@ -612,4 +622,50 @@ func isUUID(s string) bool {
 		}
 	}
 	return true
+}
+
+// dbError maps a database error to the store's errors, wrapping it with the
+// operation: no row is ErrNotFound; a lost, refused or timed-out connection
+// is ErrUnavailable; a violated constraint is ErrRejected.
+func dbError(op string, err error) error {
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return ErrNotFound
+	case isUnavailable(err):
+		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "23514", // check_violation
+			"22021", // character_not_in_repertoire (NUL, bad encoding)
+			"22001", // string_data_right_truncation
+			"22P05": // untranslatable_character
+			return fmt.Errorf("%s: %w: %w", op, ErrRejected, err)
+		}
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// isUnavailable reports whether err means the database cannot serve right
+// now, as opposed to a fault in the statement.
+func isUnavailable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return strings.HasPrefix(pgErr.Code, "08") || // connection exception
+			pgErr.Code == "53300" || // too_many_connections
+			pgErr.Code == "57P01" || // admin_shutdown
+			pgErr.Code == "57P02" || // crash_shutdown
+			pgErr.Code == "57P03" || // cannot_connect_now (starting up, waking)
+			pgErr.Code == "57014" // query_canceled (statement timeout)
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	return errors.As(err, &connectErr) ||
+		errors.As(err, &netErr) ||
+		errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, io.EOF) ||
+		pgconn.Timeout(err)
 }

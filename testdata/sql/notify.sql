@@ -1,0 +1,1 @@
+SELECT count(pg_notify('taskapi_changes', p)) FROM unnest($1::text[]) AS p;
