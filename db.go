@@ -60,8 +60,8 @@ const pingAfterIdle = 30 * time.Second
 // many busy connections as it has cores, and shares them with taskapi; one
 // across a network holds each pooled connection for a round trip as well,
 // so a pool of 4 caps an instance at 4 statements per round trip (about
-// 3,000 a second at 1.3 ms). bench/run's pool sweep chose these; README.md,
-// "The pool", has its table.
+// 3,000 a second at 1.3 ms). bench/run's pool sweep chose these;
+// bench/README.md, "The pool", has its table.
 const (
 	localPoolSize  = 4
 	remotePoolSize = 16

@@ -5,7 +5,7 @@
 // with encoding/json (go test -run '^$' -bench BenchmarkEncodeTasks . on a
 // 2-core AMD EPYC VM; the times vary with the machine, the ratio less), and
 // a list at 32 connections serves 1.2 times the requests of an
-// encoding/json build (README, Performance). The changes of
+// encoding/json build (bench/README.md). The changes of
 // GET /api/{user_id}/changes and the data of the event stream are written
 // with the same pieces.
 

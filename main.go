@@ -238,7 +238,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 const usage = `usage:
-  taskapi                  serve the API; configuration comes from environment variables (see README.md)
+  taskapi                  serve the API; configuration comes from environment variables (see docs/configuration.md)
   taskapi token [flags]    print an HS256 token signed with BETTER_AUTH_SECRET or the development secret
                            flags: -sub ID (default dev-user), -email E, -name N, -ttl D (default 1h)
   taskapi version          print the version`
@@ -250,7 +250,7 @@ const usage = `usage:
 // flight hold, so at Go's default of 100 a busy instance collected every
 // few hundred requests, each cycle scanning those requests' objects and
 // stacks. 200 makes cycles less than half as frequent for a few megabytes
-// more (README, Performance); GOMEMLIMIT, where it is set, still bounds
+// more (bench/README.md); GOMEMLIMIT, where it is set, still bounds
 // the whole.
 const defaultGCPercent = 200
 
