@@ -9,10 +9,19 @@
 #
 #   bench/events.sh
 #   STREAMS=2000 RATE=200 bench/events.sh
+#   EVENTS_FLAGS="-rounds 7" bench/events.sh   # more of bench/events' flags (go run ./bench/events -h)
+#   SPLIT=1 bench/events.sh
+#       puts PostgreSQL and A on the first CPU, B and bench/events on the
+#       second (taskset), as a deployment puts A and B on machines of their
+#       own: what streams on B cost A's writes is then what B's reads cost
+#       the database, not B's CPU taken from A. Needs two CPUs and taskset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STREAMS=${STREAMS:-10000}
 RATE=${RATE:-500}
+SPLIT=${SPLIT:-0}
+on_a=() on_b=()
+if [ "$SPLIT" = 1 ]; then on_a=(taskset -c 0) on_b=(taskset -c 1); fi
 say() { printf '%s\n' "$*" >&2; }
 
 pgbin=""
@@ -42,7 +51,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 say "starting PostgreSQL ($pgbin)"
 "${as_pg[@]}" "$pgbin/initdb" -D "$work/pg" -U taskapi --auth=trust --no-locale -E UTF8 >/dev/null
-"${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w \
+"${on_a[@]}" "${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w \
   -o "-k $work -c listen_addresses= -c max_connections=300 -c shared_buffers=256MB" start >/dev/null
 db="postgres:///postgres?host=$work&user=taskapi&sslmode=disable"
 
@@ -50,18 +59,18 @@ say "building taskapi and bench/events"
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$work/taskapi" .
 (cd bench/events && go build -o "$work/events" .)
 secret=$(openssl rand -hex 32)
-start() { # start NAME PORT: an instance, ready
+start() { # start NAME PORT [COMMAND PREFIX...]: an instance, ready
   PORT=$2 HOST=127.0.0.1 DATABASE_URL=$db BETTER_AUTH_SECRET=$secret RATE_LIMIT=0 SHUTDOWN_DRAIN=0 \
     EVENTS_MAX_STREAMS=$((STREAMS + 1000)) HTTP_MAX_CONNS=$((STREAMS * 4 / 3 + 2000)) TASK_QUOTA=1000000 \
-    "$work/taskapi" >"$work/$1.log" 2>&1 &
+    "${@:3}" "$work/taskapi" >"$work/$1.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$2/readyz" >/dev/null 2>&1 && return; sleep 0.1; done
   say "taskapi $1 did not start:"; cat "$work/$1.log" >&2; exit 1
 }
-port_a=$(free_port); start a "$port_a"
-port_b=$(free_port); start b "$port_b"; pid_b=${pids[-1]}
+port_a=$(free_port); start a "$port_a" "${on_a[@]}"
+port_b=$(free_port); start b "$port_b" "${on_b[@]}"; pid_b=${pids[-1]}
 
 say "measuring ($STREAMS streams, $RATE creates a second); this takes a few minutes"
-"$work/events" -a "http://127.0.0.1:$port_a" -b "http://127.0.0.1:$port_b" -secret "$secret" -pid-b "$pid_b" \
-  -streams "$STREAMS" -rate "$RATE"
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(go version | cut -d' ' -f3)"
+"${on_b[@]}" "$work/events" -a "http://127.0.0.1:$port_a" -b "http://127.0.0.1:$port_b" -secret "$secret" -pid-b "$pid_b" \
+  -streams "$STREAMS" -rate "$RATE" ${EVENTS_FLAGS:-}
+echo "machine: $(nproc) cores$([ "$SPLIT" = 1 ] && echo ' (split: PostgreSQL and A on one, B and bench/events on the other)'), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(go version | cut -d' ' -f3)"
