@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -83,5 +85,54 @@ func TestDevelopmentServerOfAnotherTaskapi(t *testing.T) {
 	case <-first.exited:
 		t.Error("the other taskapi's server was stopped")
 	case <-time.After(500 * time.Millisecond):
+	}
+}
+
+// TestDatabaseStopsWithItsParent kills, with SIGKILL, a process that runs
+// the development database, as a test binary past its timeout is killed,
+// and checks that the server stops too instead of running on, unowned.
+func TestDatabaseStopsWithItsParent(t *testing.T) {
+	if dir := os.Getenv("TASKAPI_TEST_PARENT_DIR"); dir != "" {
+		// The parent to be killed: start a server, say its pid, wait.
+		pg, err := startDevPostgres(context.Background(), devPostgresOptions{
+			DataDir: filepath.Join(dir, "data"), LogPath: filepath.Join(dir, "pg.log"), Throwaway: true})
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Println("postgres", pg.cmd.Process.Pid)
+		select {}
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("only Linux stops a child with its parent; elsewhere the next start stops a leftover (TestLeftoverDevelopmentServer)")
+	}
+	t.Parallel()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDatabaseStopsWithItsParent$")
+	cmd.Env = append(os.Environ(), "TASKAPI_TEST_PARENT_DIR="+passableTempDir(t))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if _, err := fmt.Sscanf(line, "postgres %d", &pid); err != nil {
+		cmd.Process.Kill()
+		t.Fatalf("the parent process said %q, want the server's pid", line)
+	}
+	t.Cleanup(func() { // only if the test fails
+		if p, err := os.FindProcess(pid); err == nil {
+			p.Kill()
+		}
+	})
+	cmd.Process.Kill()
+	cmd.Wait()
+	for deadline := time.Now().Add(30 * time.Second); processAlive(pid); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server (pid %d) still runs 30 s after the process that started it was killed, want it stopped", pid)
+		}
 	}
 }
