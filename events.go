@@ -394,26 +394,6 @@ func (s *sseWriter) event(id int64, event string, data func([]byte) []byte) erro
 	return s.frame(func(b []byte) []byte { return appendEvent(b, id, event, data) })
 }
 
-// appendChangeEvent appends the event of one change.
-func appendChangeEvent(b []byte, c *Change) []byte {
-	return appendEvent(b, c.Position, c.Event, func(b []byte) []byte { return appendEventData(b, c) })
-}
-
-// appendEvent appends one event: id, event and the data that data appends.
-// Every event has an id, a reload's of 0 too (a user with no history yet):
-// EventSource keeps the last id it saw, and one without would have the
-// client resume from its stale position again and again.
-func appendEvent(b []byte, id int64, event string, data func([]byte) []byte) []byte {
-	b = append(b, "id: "...)
-	b = strconv.AppendInt(b, id, 10)
-	b = append(b, '\n')
-	b = append(b, "event: "...)
-	b = append(b, event...)
-	b = append(b, "\ndata: "...)
-	b = data(b)
-	return append(b, "\n\n"...)
-}
-
 // comment writes a comment line, which clients ignore: a heartbeat.
 func (s *sseWriter) comment(text string) error {
 	return s.frame(func(b []byte) []byte {
