@@ -288,7 +288,7 @@ func (st *stream) send(ctx context.Context, out *sseWriter, page changePage) boo
 // write, which fails.
 func (st *stream) over() bool {
 	select {
-	case <-st.live.done:
+	case <-st.live.ctx.Done():
 		st.end = endShutdown
 		return true
 	default:

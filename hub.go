@@ -109,9 +109,7 @@ type eventHub struct {
 	listening atomic.Bool   // the LISTEN connection is up
 	refused   atomic.Uint64 // streams refused by subscribe, for /metrics
 	stats     streamMetrics // what the streams did, for /metrics
-	done      chan struct{} // closed by close: every stream ends
-	closeOnce sync.Once
-	// ctx is the streams' context for what they read: it ends with close.
+	// ctx ends with close: every stream ends, and what they read with it.
 	ctx    context.Context
 	cancel context.CancelFunc
 }
@@ -156,7 +154,7 @@ func newEventHub(cfg eventsConfig, store *Store) *eventHub {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &eventHub{cfg: cfg, store: store, instance: strings.ToLower(rand.Text()[:16]),
 		users: map[string]*userStreams{}, pending: map[string]struct{}{}, notify: make(chan struct{}, 1),
-		pages: make(chan struct{}, maxPagesInFlight), done: make(chan struct{}), ctx: ctx, cancel: cancel}
+		pages: make(chan struct{}, maxPagesInFlight), ctx: ctx, cancel: cancel}
 }
 
 // subscribe registers a stream of userID, or returns errTooManyStreams, or
@@ -322,7 +320,7 @@ func (h *eventHub) takePage(ctx context.Context, until time.Time) bool {
 	case h.pages <- struct{}{}:
 		return true
 	case <-ctx.Done():
-	case <-h.done:
+	case <-h.ctx.Done():
 	case <-expiry.C:
 	}
 	return false
@@ -356,11 +354,10 @@ var longAgo = time.Unix(1, 0)
 // otherwise hold their connections until the shutdown timeout. Clients
 // reconnect, with Last-Event-ID, to another instance.
 func (h *eventHub) close() {
-	h.closeOnce.Do(func() { close(h.done) })
-	h.cancel()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closed = true
+	h.cancel()
 	for _, us := range h.users {
 		for s := range us.subs {
 			s.poke()

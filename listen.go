@@ -59,7 +59,7 @@ func (h *eventHub) start(ctx context.Context, url string, logger *slog.Logger) e
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	go func() {
-		<-h.done
+		<-h.ctx.Done()
 		cancel()
 	}()
 	go h.poller(ctx, logger)

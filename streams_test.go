@@ -319,7 +319,7 @@ func TestHubCloseWaitsForOpeningStream(t *testing.T) {
 	}
 	closed := make(chan struct{})
 	go func() { hub.closeAndWait(); close(closed) }()
-	<-hub.done
+	<-hub.ctx.Done()
 	select {
 	case <-closed:
 		t.Fatal("closeAndWait returned while a stream was still subscribed, want it to wait")
